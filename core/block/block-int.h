@@ -1,0 +1,118 @@
+/*
+ * block-int.h: what a block driver sees — the driver table and the node.
+ *
+ * Only core/block/ includes this header.  A driver is a static const
+ * VbkBlockDriver with designated initialisers; NULL callbacks mean "not
+ * supported" and the dispatch layer (io.c) answers -ENOTSUP, or for
+ * filters forwards to bs->file.  The dispatch layer checks ranges and
+ * flags once; drivers may assume valid requests.  Drivers never call each
+ * other; they reach their children only through vbk_block_pread() & co.
+ */
+#pragma once
+
+#include "block.h"
+
+G_BEGIN_DECLS
+
+struct VbkBlockDriver {
+    const char *format_name;
+    size_t instance_size;      /* bytes of bs->opaque, zero-filled */
+    bool is_filter;            /* I/O defaults forward to bs->file */
+    bool is_format;            /* has a "file" child and may have backing */
+    bool supports_backing;     /* understands a "backing" child */
+    /* keys this driver accepts in its blockdev-add options (besides the
+     * common ones and 'file'/'backing'), NULL-terminated */
+    const char *const *options;
+
+    /*
+     * Open: @opts is the node's own a{sv}.  Format drivers call
+     * vbk_block_open_child(bs, opts, "file", ...) themselves, and (when
+     * supports_backing) vbk_block_open_backing().
+     */
+    bool (*open)(VbkBlockNode *bs, GVariant *opts, GError **error);
+    /* Close: flush and release everything; children are unref'd by core. */
+    void (*close)(VbkBlockNode *bs);
+
+    int (*pread)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                 void *buf);
+    int (*pwrite)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                  const void *buf, VbkRequestFlags flags);
+    int (*pwrite_zeroes)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                         VbkRequestFlags flags);
+    int (*pdiscard)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+    int (*flush)(VbkBlockNode *bs);
+    /* See vbk_block_block_status(); may set *file/*map for OFFSET_VALID. */
+    int (*block_status)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                        uint64_t *pnum, uint64_t *map, VbkBlockNode **file);
+    int64_t (*getlength)(VbkBlockNode *bs);
+    int64_t (*allocated_size)(VbkBlockNode *bs);
+    bool (*truncate)(VbkBlockNode *bs, uint64_t size, GError **error);
+    bool (*format_info)(VbkBlockNode *bs, VbkFormatInfo *info);
+    uint32_t (*cluster_size)(VbkBlockNode *bs);
+};
+
+struct VbkBlockNode {
+    gint refcnt;
+    char *node_name;           /* never NULL: generated when anonymous */
+    bool auto_named;           /* node-name was generated */
+    const VbkBlockDriver *drv;
+    void *opaque;              /* drv->instance_size bytes */
+    char *filename;            /* what queries show as "file" */
+    bool read_only;
+    bool cache_direct;         /* cache.direct (O_DIRECT on file nodes) */
+    bool cache_no_flush;
+    bool discard_unmap;        /* discard=unmap: pass discards down */
+    VbkBlockNode *file;        /* "file" child, owned reference */
+    VbkBlockNode *backing;     /* "backing" child, owned reference */
+    char *backing_filename;    /* as recorded by the format, for queries */
+    uint32_t request_alignment; /* 1 unless O_DIRECT etc. */
+    int parents;               /* nodes holding this as a child */
+};
+
+/* Registered drivers, looked up by format_name (block.c). */
+const VbkBlockDriver *vbk_block_driver_find(const char *name);
+
+extern const VbkBlockDriver vbk_drv_file;
+extern const VbkBlockDriver vbk_drv_raw;
+extern const VbkBlockDriver vbk_drv_null_co;
+extern const VbkBlockDriver vbk_drv_qcow2;
+
+/*
+ * Open (or look up) the child @key of @opts and attach it to @parent's
+ * bs->file.  A string value names an existing node; an a{sv} is opened
+ * inline.  When @required and the key is absent: "Parameter 'file' is
+ * missing" (QEMU's words).
+ */
+bool vbk_block_open_file_child(VbkBlockNode *parent, GVariant *opts,
+                               bool required, GError **error);
+
+/*
+ * Attach the backing child of a format node.  @opts' "backing" key wins:
+ * null/"" means none, a string references a node, an a{sv} opens inline.
+ * Without the key, @header_filename (from the image) is opened relative
+ * to the parent's file name, with format @header_format (NULL: probe).
+ */
+bool vbk_block_open_backing(VbkBlockNode *parent, GVariant *opts,
+                            const char *header_filename,
+                            const char *header_format, GError **error);
+
+/* Option helpers: FALSE with QEMU's message when the type is wrong. */
+bool vbk_opts_get_string(GVariant *opts, const char *key, const char **out,
+                         GError **error);
+bool vbk_opts_get_uint64(GVariant *opts, const char *key, uint64_t *out,
+                         GError **error);
+bool vbk_opts_get_bool(GVariant *opts, const char *key, bool *out,
+                       GError **error);
+/* Returns 1 when found (out set), 0 when absent, -1 on type error. */
+int vbk_opts_lookup_string(GVariant *opts, const char *key, const char **out,
+                           GError **error);
+int vbk_opts_lookup_uint64(GVariant *opts, const char *key, uint64_t *out,
+                           GError **error);
+int vbk_opts_lookup_bool(GVariant *opts, const char *key, bool *out,
+                         GError **error);
+
+/* Path of @rel relative to the directory of @base (as QEMU's
+ * bdrv_get_full_backing_filename); absolute @rel is returned as is. */
+char *vbk_block_path_combine(const char *base, const char *rel);
+
+G_END_DECLS
