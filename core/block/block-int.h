@@ -14,6 +14,11 @@
 
 G_BEGIN_DECLS
 
+/* @d must be a power of two for the mask forms; these work for any d. */
+#define VBK_ROUND_DOWN(n, d) (((n) / (d)) * (d))
+#define VBK_ROUND_UP(n, d)   VBK_ROUND_DOWN((n) + (d) - 1, (d))
+#define VBK_DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+
 struct VbkBlockDriver {
     const char *format_name;
     size_t instance_size;      /* bytes of bs->opaque, zero-filled */
@@ -41,7 +46,7 @@ struct VbkBlockDriver {
                          VbkRequestFlags flags);
     int (*pdiscard)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
     int (*flush)(VbkBlockNode *bs);
-    /* See vbk_block_block_status(); may set *file/*map for OFFSET_VALID. */
+    /* See vbk_block_block_status(); sets map and file for OFFSET_VALID. */
     int (*block_status)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
                         uint64_t *pnum, uint64_t *map, VbkBlockNode **file);
     int64_t (*getlength)(VbkBlockNode *bs);
