@@ -34,6 +34,7 @@ static const VbkBlockDriver *const drivers[] = {
     &vbk_drv_file,
     &vbk_drv_raw,
     &vbk_drv_null_co,
+    &vbk_drv_blkdebug,
 };
 
 const VbkBlockDriver *
@@ -114,7 +115,8 @@ check_keys(GVariant *opts, const VbkBlockDriver *drv, GError **error)
             continue;
         if (drv->options && g_strv_contains(drv->options, key))
             continue;
-        if ((drv->is_format || drv->is_filter) && g_str_equal(key, "file"))
+        if ((drv->is_format || drv->is_filter) &&
+            g_str_equal(key, drv->file_key ? drv->file_key : "file"))
             continue;
         if (drv->supports_backing && g_str_equal(key, "backing"))
             continue;
@@ -497,13 +499,21 @@ bool
 vbk_block_open_file_child(VbkBlockNode *parent, GVariant *opts,
                           bool required, GError **error)
 {
-    g_autoptr(GVariant) v = unwrap_child_value(opts, "file");
+    return vbk_block_open_file_child_key(parent, opts, "file", required,
+                                         error);
+}
+
+bool
+vbk_block_open_file_child_key(VbkBlockNode *parent, GVariant *opts,
+                              const char *key, bool required, GError **error)
+{
+    g_autoptr(GVariant) v = unwrap_child_value(opts, key);
     VbkBlockNode *child;
 
     if (!v) {
         if (required)
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID, "%s",
-                        _("Parameter 'file' is missing"));
+            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                        _("Parameter '%s' is missing"), key);
         return !required;
     }
     child = resolve_child(parent, v, false, error);

@@ -11,6 +11,10 @@
  *   block_status       "all data" for the whole range
  *   flush              nothing to do for the node itself
  *
+ * Flush fires flush_to_os and flush_to_disk at the file child (for a
+ * blkdebug node there), write fires pwritev/pwritev_done and write-zeroes
+ * pwritev_zero, as QEMU's generic layer does.
+ *
  * After the driver, flush recurses into the file child, as QEMU's
  * bdrv_co_flush() does.  Discard is a no-op on nodes opened with
  * discard=ignore (the default), as QEMU does without BDRV_O_UNMAP.
@@ -114,12 +118,14 @@ vbk_block_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
     ret = check_request(bs, offset, bytes, true);
     if (ret < 0)
         return ret;
+    vbk_block_event(bs, VBK_EVENT_PWRITEV);
     if (bs->drv->pwrite)
         ret = bs->drv->pwrite(bs, offset, bytes, buf, flags & ~VBK_REQ_FUA);
     else if (bs->drv->is_filter && bs->file)
         ret = vbk_block_pwrite(bs->file, offset, bytes, buf, flags);
     else
         ret = -ENOTSUP;
+    vbk_block_event(bs, VBK_EVENT_PWRITEV_DONE);
     if (ret == 0 && (flags & VBK_REQ_FUA))
         ret = vbk_block_flush(bs);
     return ret;
@@ -158,6 +164,7 @@ vbk_block_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
         return ret;
     if (!bs->discard_unmap)
         flags &= ~VBK_REQ_MAY_UNMAP;
+    vbk_block_event(bs, VBK_EVENT_PWRITEV_ZERO);
     if (bs->drv->pwrite_zeroes) {
         ret = bs->drv->pwrite_zeroes(bs, offset, bytes, flags & ~VBK_REQ_FUA);
         if (ret == -ENOTSUP)
@@ -198,6 +205,11 @@ vbk_block_flush(VbkBlockNode *bs)
 
     if (bs->read_only)
         return 0;
+    /* as QEMU: the events go to the primary child before each phase */
+    if (bs->file)
+        vbk_block_event(bs->file, VBK_EVENT_FLUSH_TO_OS);
+    if (bs->file)
+        vbk_block_event(bs->file, VBK_EVENT_FLUSH_TO_DISK);
     if (bs->drv->flush)
         ret = bs->drv->flush(bs);
     if (ret == 0 && bs->file && !bs->cache_no_flush)

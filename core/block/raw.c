@@ -17,6 +17,7 @@ raw_open(VbkBlockNode *bs, GVariant *opts, GError **error)
 static int
 raw_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes, void *buf)
 {
+    vbk_block_event(bs->file, VBK_EVENT_READ_AIO);
     return vbk_block_pread(bs->file, offset, bytes, buf);
 }
 
@@ -24,6 +25,7 @@ static int
 raw_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
            const void *buf, VbkRequestFlags flags)
 {
+    vbk_block_event(bs->file, VBK_EVENT_WRITE_AIO);
     return vbk_block_pwrite(bs->file, offset, bytes, buf, flags);
 }
 
