@@ -28,11 +28,11 @@
 
 struct VbkDirtyBitmap {
     gatomicrefcount ref;
-    char *name;                 /* NULL: anonymous */
-    uint64_t size;              /* bytes */
-    unsigned gran_bits;         /* granularity = 1 << gran_bits */
+    char *name;         /* NULL: anonymous */
+    uint64_t size;      /* bytes */
+    unsigned gran_bits; /* granularity = 1 << gran_bits */
     VbkHBitmap *hb;
-    VbkDirtyBitmap *successor;  /* a reference */
+    VbkDirtyBitmap *successor; /* a reference */
     bool disabled;
     bool busy;
     bool readonly;
@@ -40,16 +40,16 @@ struct VbkDirtyBitmap {
     bool inconsistent;
 };
 
-#define MIN_GRANULARITY     512
-#define MAX_GRANULARITY     (UINT64_C(1) << 31)
-#define DEFAULT_GRAN_MIN    4096
-#define DEFAULT_GRAN_MAX    65536
+#define MIN_GRANULARITY  512
+#define MAX_GRANULARITY  (UINT64_C(1) << 31)
+#define DEFAULT_GRAN_MIN 4096
+#define DEFAULT_GRAN_MAX 65536
 
 static uint64_t
 granules_for(uint64_t size, unsigned gran_bits)
 {
-    return (size >> gran_bits) + ((size & ((UINT64_C(1) << gran_bits) - 1))
-                                  != 0);
+    return (size >> gran_bits) +
+           ((size & ((UINT64_C(1) << gran_bits) - 1)) != 0);
 }
 
 const char *
@@ -59,7 +59,9 @@ vbk_dirty_bitmap_inconsistent_hint(void)
 }
 
 VbkDirtyBitmap *
-vbk_dirty_bitmap_new(const char *name, uint64_t granularity, uint64_t size,
+vbk_dirty_bitmap_new(const char *name,
+                     uint64_t granularity,
+                     uint64_t size,
                      GError **error)
 {
     VbkDirtyBitmap *bm;
@@ -205,7 +207,8 @@ vbk_dirty_bitmap_set_inconsistent(VbkDirtyBitmap *bm)
 
 gboolean
 vbk_dirty_bitmap_check(const VbkDirtyBitmap *bm,
-                       VbkDirtyBitmapCheckFlags flags, GError **error)
+                       VbkDirtyBitmapCheckFlags flags,
+                       GError **error)
 {
     /* QEMU prints an anonymous bitmap's NULL name as "(null)" */
     const char *name = bm->name ? bm->name : "(null)";
@@ -234,8 +237,11 @@ vbk_dirty_bitmap_check(const VbkDirtyBitmap *bm,
 /* Granules overlapping the bytes [offset, offset + bytes), clipped to the
  * bitmap; FALSE if none. */
 static gboolean
-byte_range(const VbkDirtyBitmap *bm, uint64_t offset, uint64_t bytes,
-           uint64_t *first, uint64_t *count)
+byte_range(const VbkDirtyBitmap *bm,
+           uint64_t offset,
+           uint64_t bytes,
+           uint64_t *first,
+           uint64_t *count)
 {
     uint64_t last;
 
@@ -286,7 +292,8 @@ vbk_dirty_bitmap_count(const VbkDirtyBitmap *bm)
 }
 
 int64_t
-vbk_dirty_bitmap_next_dirty(const VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_next_dirty(const VbkDirtyBitmap *bm,
+                            uint64_t offset,
                             uint64_t bytes)
 {
     uint64_t first, count;
@@ -301,7 +308,8 @@ vbk_dirty_bitmap_next_dirty(const VbkDirtyBitmap *bm, uint64_t offset,
 }
 
 int64_t
-vbk_dirty_bitmap_next_clean(const VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_next_clean(const VbkDirtyBitmap *bm,
+                            uint64_t offset,
                             uint64_t bytes)
 {
     uint64_t first, count;
@@ -316,9 +324,12 @@ vbk_dirty_bitmap_next_clean(const VbkDirtyBitmap *bm, uint64_t offset,
 }
 
 bool
-vbk_dirty_bitmap_next_dirty_area(const VbkDirtyBitmap *bm, uint64_t start,
-                                 uint64_t end, uint64_t max_bytes,
-                                 uint64_t *area_start, uint64_t *area_bytes)
+vbk_dirty_bitmap_next_dirty_area(const VbkDirtyBitmap *bm,
+                                 uint64_t start,
+                                 uint64_t end,
+                                 uint64_t max_bytes,
+                                 uint64_t *area_start,
+                                 uint64_t *area_bytes)
 {
     int64_t dirty, clean;
 
@@ -360,8 +371,10 @@ vbk_dirty_bitmap_restore(VbkDirtyBitmap *bm, VbkHBitmap *backup)
 }
 
 gboolean
-vbk_dirty_bitmap_merge(VbkDirtyBitmap *dest, const VbkDirtyBitmap *src,
-                       VbkHBitmap **backup, GError **error)
+vbk_dirty_bitmap_merge(VbkDirtyBitmap *dest,
+                       const VbkDirtyBitmap *src,
+                       VbkHBitmap **backup,
+                       GError **error)
 {
     g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
     if (!vbk_dirty_bitmap_check(dest, VBK_DIRTY_BITMAP_DEFAULT, error) ||
@@ -455,8 +468,11 @@ vbk_dirty_bitmap_reclaim(VbkDirtyBitmap *bm, GError **error)
 
 /* Granules of a serialization range; the offset must start a byte. */
 static gboolean
-serial_range(const VbkDirtyBitmap *bm, uint64_t offset, uint64_t bytes,
-             uint64_t *first, uint64_t *count)
+serial_range(const VbkDirtyBitmap *bm,
+             uint64_t offset,
+             uint64_t bytes,
+             uint64_t *first,
+             uint64_t *count)
 {
     g_return_val_if_fail((offset & ((UINT64_C(8) << bm->gran_bits) - 1)) == 0,
                          FALSE);
@@ -464,7 +480,8 @@ serial_range(const VbkDirtyBitmap *bm, uint64_t offset, uint64_t bytes,
 }
 
 size_t
-vbk_dirty_bitmap_serialization_size(const VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_serialization_size(const VbkDirtyBitmap *bm,
+                                    uint64_t offset,
                                     uint64_t bytes)
 {
     uint64_t first, count;
@@ -475,8 +492,10 @@ vbk_dirty_bitmap_serialization_size(const VbkDirtyBitmap *bm, uint64_t offset,
 }
 
 void
-vbk_dirty_bitmap_serialize_part(const VbkDirtyBitmap *bm, uint8_t *buf,
-                                uint64_t offset, uint64_t bytes)
+vbk_dirty_bitmap_serialize_part(const VbkDirtyBitmap *bm,
+                                uint8_t *buf,
+                                uint64_t offset,
+                                uint64_t bytes)
 {
     uint64_t first, count;
 
@@ -485,8 +504,10 @@ vbk_dirty_bitmap_serialize_part(const VbkDirtyBitmap *bm, uint8_t *buf,
 }
 
 void
-vbk_dirty_bitmap_deserialize_part(VbkDirtyBitmap *bm, const uint8_t *buf,
-                                  uint64_t offset, uint64_t bytes)
+vbk_dirty_bitmap_deserialize_part(VbkDirtyBitmap *bm,
+                                  const uint8_t *buf,
+                                  uint64_t offset,
+                                  uint64_t bytes)
 {
     uint64_t first, count;
 
@@ -495,7 +516,8 @@ vbk_dirty_bitmap_deserialize_part(VbkDirtyBitmap *bm, const uint8_t *buf,
 }
 
 void
-vbk_dirty_bitmap_deserialize_zeroes(VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_deserialize_zeroes(VbkDirtyBitmap *bm,
+                                    uint64_t offset,
                                     uint64_t bytes)
 {
     uint64_t first, count;
@@ -505,7 +527,8 @@ vbk_dirty_bitmap_deserialize_zeroes(VbkDirtyBitmap *bm, uint64_t offset,
 }
 
 void
-vbk_dirty_bitmap_deserialize_ones(VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_deserialize_ones(VbkDirtyBitmap *bm,
+                                  uint64_t offset,
                                   uint64_t bytes)
 {
     uint64_t first, count;
@@ -515,7 +538,8 @@ vbk_dirty_bitmap_deserialize_ones(VbkDirtyBitmap *bm, uint64_t offset,
 }
 
 bool
-vbk_dirty_bitmap_range_is_clean(const VbkDirtyBitmap *bm, uint64_t offset,
+vbk_dirty_bitmap_range_is_clean(const VbkDirtyBitmap *bm,
+                                uint64_t offset,
                                 uint64_t bytes)
 {
     uint64_t first, count;

@@ -48,8 +48,8 @@ typedef enum {
     VBK_DIRTY_BITMAP_INCONSISTENT = 1 << 2,
     VBK_DIRTY_BITMAP_DEFAULT = VBK_DIRTY_BITMAP_BUSY | VBK_DIRTY_BITMAP_RO |
                                VBK_DIRTY_BITMAP_INCONSISTENT,
-    VBK_DIRTY_BITMAP_ALLOW_RO = VBK_DIRTY_BITMAP_BUSY |
-                                VBK_DIRTY_BITMAP_INCONSISTENT,
+    VBK_DIRTY_BITMAP_ALLOW_RO =
+        VBK_DIRTY_BITMAP_BUSY | VBK_DIRTY_BITMAP_INCONSISTENT,
 } VbkDirtyBitmapCheckFlags;
 
 /* The longest bitmap name QEMU accepts. */
@@ -107,9 +107,8 @@ gboolean vbk_dirty_bitmap_check(const VbkDirtyBitmap *bm,
 void vbk_dirty_bitmap_mark(VbkDirtyBitmap *bm, uint64_t offset, uint64_t bytes);
 /* @offset must be granule-aligned, @bytes too unless the range reaches
  * the end of the bitmap. */
-void vbk_dirty_bitmap_reset(VbkDirtyBitmap *bm,
-                            uint64_t offset,
-                            uint64_t bytes);
+void
+vbk_dirty_bitmap_reset(VbkDirtyBitmap *bm, uint64_t offset, uint64_t bytes);
 bool vbk_dirty_bitmap_test(const VbkDirtyBitmap *bm, uint64_t offset);
 /* Dirty bytes: dirty granules * granularity.  O(1). */
 uint64_t vbk_dirty_bitmap_count(const VbkDirtyBitmap *bm);

@@ -44,15 +44,15 @@
 
 #include <string.h>
 
-#define BITS_PER_WORD    64
-#define WORD_SHIFT       6
-#define HB_MAX_LEVELS    12 /* 2^64 granules need 11 levels */
-#define ALL_ONES         UINT64_MAX
+#define BITS_PER_WORD 64
+#define WORD_SHIFT    6
+#define HB_MAX_LEVELS 12 /* 2^64 granules need 11 levels */
+#define ALL_ONES      UINT64_MAX
 
 struct VbkHBitmap {
-    uint64_t size;               /* granules */
-    uint64_t count;              /* dirty granules */
-    unsigned nlevels;            /* level nlevels-1 is a single word */
+    uint64_t size;    /* granules */
+    uint64_t count;   /* dirty granules */
+    unsigned nlevels; /* level nlevels-1 is a single word */
     uint64_t nwords[HB_MAX_LEVELS];
     uint64_t *levels[HB_MAX_LEVELS];
 };
@@ -136,8 +136,8 @@ vbk_hbitmap_copy(const VbkHBitmap *hb)
 
     *copy = *hb;
     for (k = 0; k < hb->nlevels; k++)
-        copy->levels[k] = g_memdup2(hb->levels[k],
-                                    hb->nwords[k] * sizeof(uint64_t));
+        copy->levels[k] =
+            g_memdup2(hb->levels[k], hb->nwords[k] * sizeof(uint64_t));
     return copy;
 }
 
@@ -168,8 +168,8 @@ vbk_hbitmap_test(const VbkHBitmap *hb, uint64_t pos)
  * last/64 are exactly the summary range.
  */
 static void
-level_set_range(VbkHBitmap *hb, unsigned k, uint64_t first, uint64_t last,
-                uint64_t *added)
+level_set_range(
+    VbkHBitmap *hb, unsigned k, uint64_t first, uint64_t last, uint64_t *added)
 {
     for (;;) {
         uint64_t *lv = hb->levels[k];
@@ -197,7 +197,10 @@ level_set_range(VbkHBitmap *hb, unsigned k, uint64_t first, uint64_t last,
  * run because the interior is all zero.
  */
 static void
-level_reset_range(VbkHBitmap *hb, unsigned k, uint64_t first, uint64_t last,
+level_reset_range(VbkHBitmap *hb,
+                  unsigned k,
+                  uint64_t first,
+                  uint64_t last,
                   uint64_t *removed)
 {
     for (;;) {
@@ -267,8 +270,7 @@ hbitmap_store_word(VbkHBitmap *hb, uint64_t w, uint64_t val)
 
 /* Clip [start, start + count) to the bitmap; false if it is empty. */
 static bool
-clip_range(const VbkHBitmap *hb, uint64_t start, uint64_t count,
-           uint64_t *last)
+clip_range(const VbkHBitmap *hb, uint64_t start, uint64_t count, uint64_t *last)
 {
     if (count == 0 || start >= hb->size)
         return false;
@@ -379,9 +381,12 @@ vbk_hbitmap_next_clean(const VbkHBitmap *hb, uint64_t start, uint64_t end)
 }
 
 bool
-vbk_hbitmap_next_dirty_area(const VbkHBitmap *hb, uint64_t start,
-                            uint64_t end, uint64_t max_len,
-                            uint64_t *area_start, uint64_t *area_len)
+vbk_hbitmap_next_dirty_area(const VbkHBitmap *hb,
+                            uint64_t start,
+                            uint64_t end,
+                            uint64_t max_len,
+                            uint64_t *area_start,
+                            uint64_t *area_len)
 {
     int64_t first, clean;
     uint64_t limit;
@@ -454,8 +459,10 @@ vbk_hbitmap_merge(VbkHBitmap *dst, const VbkHBitmap *src)
 }
 
 void
-vbk_hbitmap_merge_scaled(VbkHBitmap *dst, unsigned dst_shift,
-                         const VbkHBitmap *src, unsigned src_shift)
+vbk_hbitmap_merge_scaled(VbkHBitmap *dst,
+                         unsigned dst_shift,
+                         const VbkHBitmap *src,
+                         unsigned src_shift)
 {
     uint64_t pos = 0, start, len;
 
@@ -463,8 +470,8 @@ vbk_hbitmap_merge_scaled(VbkHBitmap *dst, unsigned dst_shift,
         vbk_hbitmap_merge(dst, src);
         return;
     }
-    while (vbk_hbitmap_next_dirty_area(src, pos, src->size, UINT64_MAX,
-                                       &start, &len)) {
+    while (vbk_hbitmap_next_dirty_area(src, pos, src->size, UINT64_MAX, &start,
+                                       &len)) {
         uint64_t end = start + len;
 
         pos = end;
@@ -506,7 +513,8 @@ vbk_hbitmap_truncate(VbkHBitmap *hb, uint64_t size)
 }
 
 size_t
-vbk_hbitmap_serialization_size(const VbkHBitmap *hb, uint64_t start,
+vbk_hbitmap_serialization_size(const VbkHBitmap *hb,
+                               uint64_t start,
                                uint64_t count)
 {
     uint64_t last;
@@ -517,7 +525,9 @@ vbk_hbitmap_serialization_size(const VbkHBitmap *hb, uint64_t start,
 }
 
 void
-vbk_hbitmap_serialize_part(const VbkHBitmap *hb, uint8_t *buf, uint64_t start,
+vbk_hbitmap_serialize_part(const VbkHBitmap *hb,
+                           uint8_t *buf,
+                           uint64_t start,
                            uint64_t count)
 {
     uint64_t last, g;
@@ -546,8 +556,10 @@ vbk_hbitmap_serialize_part(const VbkHBitmap *hb, uint8_t *buf, uint64_t start,
 }
 
 void
-vbk_hbitmap_deserialize_part(VbkHBitmap *hb, const uint8_t *buf,
-                             uint64_t start, uint64_t count)
+vbk_hbitmap_deserialize_part(VbkHBitmap *hb,
+                             const uint8_t *buf,
+                             uint64_t start,
+                             uint64_t count)
 {
     uint64_t last, w, lw;
 
@@ -638,8 +650,8 @@ vbk_hbitmap_self_check(const VbkHBitmap *hb)
     for (w = 0; w < hb->nwords[0]; w++)
         total += __builtin_popcountll(hb->levels[0][w]);
     if (total != hb->count) {
-        g_warning("hbitmap: count %" G_GUINT64_FORMAT
-                  " but %" G_GUINT64_FORMAT " bits set",
+        g_warning("hbitmap: count %" G_GUINT64_FORMAT " but %" G_GUINT64_FORMAT
+                  " bits set",
                   hb->count, total);
         return false;
     }

@@ -35,9 +35,8 @@ uint64_t vbk_hbitmap_size(const VbkHBitmap *hb);
 /* Number of dirty granules, O(1). */
 uint64_t vbk_hbitmap_count(const VbkHBitmap *hb);
 /* Number of dirty granules in [start, start + count). */
-uint64_t vbk_hbitmap_count_range(const VbkHBitmap *hb,
-                                 uint64_t start,
-                                 uint64_t count);
+uint64_t
+vbk_hbitmap_count_range(const VbkHBitmap *hb, uint64_t start, uint64_t count);
 
 bool vbk_hbitmap_test(const VbkHBitmap *hb, uint64_t pos);
 void vbk_hbitmap_set(VbkHBitmap *hb, uint64_t start, uint64_t count);
@@ -45,12 +44,10 @@ void vbk_hbitmap_reset(VbkHBitmap *hb, uint64_t start, uint64_t count);
 void vbk_hbitmap_reset_all(VbkHBitmap *hb);
 
 /* First dirty (resp. clean) granule in [start, end), or -1. */
-int64_t vbk_hbitmap_next_dirty(const VbkHBitmap *hb,
-                               uint64_t start,
-                               uint64_t end);
-int64_t vbk_hbitmap_next_clean(const VbkHBitmap *hb,
-                               uint64_t start,
-                               uint64_t end);
+int64_t
+vbk_hbitmap_next_dirty(const VbkHBitmap *hb, uint64_t start, uint64_t end);
+int64_t
+vbk_hbitmap_next_clean(const VbkHBitmap *hb, uint64_t start, uint64_t end);
 /*
  * The first run of dirty granules in [start, end), at most @max_len long
  * (max_len > 0).  Returns false when [start, end) is clean; otherwise

@@ -31,8 +31,8 @@ new_bitmap(const char *name, uint64_t gran, uint64_t size)
 
 START_TEST(test_new_errors)
 {
-    static const uint64_t bad[] = { 0, 256, 511, 513, 4095, 65537,
-                                    UINT64_C(1) << 32 };
+    static const uint64_t bad[] = {
+        0, 256, 511, 513, 4095, 65537, UINT64_C(1) << 32};
     g_autofree char *longname = g_strnfill(1024, 'x');
     g_autoptr(VbkDirtyBitmap) ok = NULL;
     size_t i;
@@ -46,8 +46,8 @@ START_TEST(test_new_errors)
     }
     {
         g_autoptr(GError) err = NULL;
-        g_autofree char *want = g_strdup_printf("Bitmap name too long: %s",
-                                                longname);
+        g_autofree char *want =
+            g_strdup_printf("Bitmap name too long: %s", longname);
 
         ck_assert_ptr_null(vbk_dirty_bitmap_new(longname, 65536, MiB, &err));
         ck_assert_str_eq(err->message, want);
@@ -64,15 +64,16 @@ START_TEST(test_default_granularity)
     static const struct {
         uint64_t cluster, gran;
     } table[] = {
-        { 0, 65536 },       { 512, 4096 },        { 1024, 4096 },
-        { 4096, 4096 },     { 16384, 16384 },     { 32768, 32768 },
-        { 65536, 65536 },   { 131072, 65536 },    { 2 * MiB, 65536 },
+        {0, 65536},     {512, 4096},     {1024, 4096},
+        {4096, 4096},   {16384, 16384},  {32768, 32768},
+        {65536, 65536}, {131072, 65536}, {2 * MiB, 65536},
     };
     size_t i;
 
     for (i = 0; i < G_N_ELEMENTS(table); i++)
-        ck_assert_uint_eq(vbk_dirty_bitmap_default_granularity(table[i].cluster),
-                          table[i].gran);
+        ck_assert_uint_eq(
+            vbk_dirty_bitmap_default_granularity(table[i].cluster),
+            table[i].gran);
 }
 END_TEST
 
@@ -98,12 +99,12 @@ START_TEST(test_bytes)
     ck_assert_int_eq(vbk_dirty_bitmap_next_dirty(bm, 0, 2 * MiB), -1);
     ck_assert_int_eq(vbk_dirty_bitmap_next_clean(bm, 2 * MiB + 7, 64 * MiB),
                      2 * MiB + 64 * KiB);
-    ck_assert(vbk_dirty_bitmap_next_dirty_area(bm, 3 * MiB, 64 * MiB,
-                                               64 * MiB, &as, &al));
+    ck_assert(vbk_dirty_bitmap_next_dirty_area(bm, 3 * MiB, 64 * MiB, 64 * MiB,
+                                               &as, &al));
     ck_assert_uint_eq(as, 10 * MiB - 64 * KiB);
     ck_assert_uint_eq(al, 128 * KiB);
-    ck_assert(vbk_dirty_bitmap_next_dirty_area(bm, 10 * MiB - 100, 64 * MiB,
-                                               50, &as, &al));
+    ck_assert(vbk_dirty_bitmap_next_dirty_area(bm, 10 * MiB - 100, 64 * MiB, 50,
+                                               &as, &al));
     ck_assert_uint_eq(as, 10 * MiB - 100);
     ck_assert_uint_eq(al, 50);
     ck_assert(!vbk_dirty_bitmap_next_dirty_area(bm, 11 * MiB, 64 * MiB,
@@ -334,7 +335,7 @@ START_TEST(test_qcow2_serialization)
     g_autoptr(VbkDirtyBitmap) a = new_bitmap("a", 64 * KiB, 64 * MiB);
     g_autoptr(VbkDirtyBitmap) b = new_bitmap("b", 128 * KiB, 64 * MiB);
     g_autoptr(VbkDirtyBitmap) c = new_bitmap("c", 64 * KiB, 64 * MiB);
-    guint8 buf[128], want[128] = { 0 };
+    guint8 buf[128], want[128] = {0};
 
     vbk_dirty_bitmap_mark(a, 0, MiB);
     vbk_dirty_bitmap_mark(a, 32 * MiB, 64 * KiB);
@@ -392,8 +393,8 @@ qmp_read(Qsd *q)
 {
     for (;;) {
         g_autoptr(GError) err = NULL;
-        g_autofree char *line = g_data_input_stream_read_line(q->in, NULL,
-                                                              NULL, &err);
+        g_autofree char *line =
+            g_data_input_stream_read_line(q->in, NULL, NULL, &err);
         g_autoptr(JsonParser) p = json_parser_new();
         JsonObject *o;
 
@@ -413,8 +414,8 @@ qmp(Qsd *q, const char *json)
     g_autoptr(JsonNode) reply = NULL;
     JsonObject *o;
 
-    ck_assert(g_output_stream_write_all(q->out, line, strlen(line), NULL,
-                                        NULL, NULL));
+    ck_assert(g_output_stream_write_all(q->out, line, strlen(line), NULL, NULL,
+                                        NULL));
     reply = qmp_read(q);
     o = json_node_get_object(reply);
     ck_assert_msg(json_object_has_member(o, "return"), "QMP %s failed: %s",
@@ -433,10 +434,10 @@ die_with_parent(gpointer data)
 static GSubprocess *
 qsd_spawn(const char *qmp_path, const char *nbd_path)
 {
-    g_autofree char *mon = g_strdup_printf(
-        "socket,id=m,path=%s,server=on,wait=off", qmp_path);
-    g_autofree char *nbd = g_strdup_printf("addr.type=unix,addr.path=%s",
-                                           nbd_path);
+    g_autofree char *mon =
+        g_strdup_printf("socket,id=m,path=%s,server=on,wait=off", qmp_path);
+    g_autofree char *nbd =
+        g_strdup_printf("addr.type=unix,addr.path=%s", nbd_path);
     g_autoptr(GSubprocessLauncher) launcher =
         g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
     g_autoptr(GError) err = NULL;
@@ -446,12 +447,12 @@ qsd_spawn(const char *qmp_path, const char *nbd_path)
     g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL,
                                           NULL);
     proc = g_subprocess_launcher_spawn(
-        launcher, &err, "qemu-storage-daemon",
-        "--blockdev", "driver=null-co,node-name=n0,size=67108864",
-        "--blockdev", "driver=null-co,node-name=n1,size=10000005",
-        "--chardev", mon, "--monitor", "chardev=m", "--nbd-server", nbd,
-        "--export", "type=nbd,id=e0,node-name=n0,name=e0,writable=on",
-        "--export", "type=nbd,id=e1,node-name=n1,name=e1,writable=on", NULL);
+        launcher, &err, "qemu-storage-daemon", "--blockdev",
+        "driver=null-co,node-name=n0,size=67108864", "--blockdev",
+        "driver=null-co,node-name=n1,size=10000005", "--chardev", mon,
+        "--monitor", "chardev=m", "--nbd-server", nbd, "--export",
+        "type=nbd,id=e0,node-name=n0,name=e0,writable=on", "--export",
+        "type=nbd,id=e1,node-name=n1,name=e1,writable=on", NULL);
     ck_assert_msg(proc != NULL, "qemu-storage-daemon: %s",
                   err ? err->message : "?");
     return proc;
@@ -499,17 +500,21 @@ qsd_sha256(Qsd *q, const char *node)
 {
     g_autofree char *cmd = g_strdup_printf(
         "{\"execute\": \"x-debug-block-dirty-bitmap-sha256\", \"arguments\": "
-        "{\"node\": \"%s\", \"name\": \"b\"}}", node);
+        "{\"node\": \"%s\", \"name\": \"b\"}}",
+        node);
     g_autoptr(JsonNode) ret = qmp(q, cmd);
 
-    return g_strdup(json_object_get_string_member(json_node_get_object(ret),
-                                                  "sha256"));
+    return g_strdup(
+        json_object_get_string_member(json_node_get_object(ret), "sha256"));
 }
 
 /* Write through the NBD export with qemu-io; mark the same in @bm. */
 static void
-qemu_io_write(const char *dir, const char *export, VbkDirtyBitmap *bm,
-              const uint64_t (*writes)[2], size_t n)
+qemu_io_write(const char *dir,
+              const char *export,
+              VbkDirtyBitmap *bm,
+              const uint64_t (*writes)[2],
+              size_t n)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *out = NULL, *err = NULL;
@@ -528,9 +533,9 @@ qemu_io_write(const char *dir, const char *export, VbkDirtyBitmap *bm,
     g_ptr_array_add(argv, g_strdup_printf("nbd+unix:///%s?socket=%s/nbd.sock",
                                           export, dir));
     g_ptr_array_add(argv, NULL);
-    ck_assert_msg(vbk_test_spawn((const char *const *) argv->pdata, &out,
-                                 &err) == 0,
-                  "qemu-io: %s", err);
+    ck_assert_msg(
+        vbk_test_spawn((const char *const *) argv->pdata, &out, &err) == 0,
+        "qemu-io: %s", err);
 }
 
 static uint64_t
@@ -568,17 +573,17 @@ compare_with_qsd(Qsd *q, const char *node, VbkDirtyBitmap *bm)
 START_TEST(test_sha256_qsd)
 {
     static const uint64_t w0[][2] = {
-        { 0, 65536 }, { 2 * MiB, 65536 }, { 2112 * KiB, 128 * KiB },
-        { 60 * MiB, 65536 }, { 64 * MiB - 1, 1 },
+        {0, 65536},        {2 * MiB, 65536},  {2112 * KiB, 128 * KiB},
+        {60 * MiB, 65536}, {64 * MiB - 1, 1},
     };
     static const uint64_t w1[][2] = {
-        { 0, 4096 }, { 5000001, 3 }, { 9999999, 6 }, { 1000000, 70000 },
-        { 512 * 64 * 3 - 1, 2 },
+        {0, 4096},        {5000001, 3},          {9999999, 6},
+        {1000000, 70000}, {512 * 64 * 3 - 1, 2},
     };
     g_autofree char *dir = vbk_test_tmpdir_new();
     g_autoptr(VbkDirtyBitmap) b0 = new_bitmap("b", 64 * KiB, 64 * MiB);
     g_autoptr(VbkDirtyBitmap) b1 = new_bitmap("b", 512, 10000005);
-    Qsd q = { 0 };
+    Qsd q = {0};
 
     qsd_start(&q, dir);
     json_node_unref(qmp(&q, "{\"execute\": \"block-dirty-bitmap-add\", "

@@ -38,18 +38,17 @@ typedef struct {
 } SizeCase;
 
 static const SizeCase size_cases[] = {
-    { 0, 2000 },        { 1, 30000 },       { 7, 30000 },
-    { 63, 100000 },     { 64, 100000 },     { 65, 100000 },
-    { 129, 100000 },    { 1000, 200000 },   { 4095, 200000 },
-    { 4096, 200000 },   { 4097, 200000 },   { 4161, 200000 },
-    { 65536, 100000 },  { 200003, 30000 },  { 262143, 20000 },
-    { 262144, 20000 },  { 262145, 20000 },  { 266241, 20000 },
-    { 1048579, 3000 },  { 16777217, 150 },
+    {0, 2000},       {1, 30000},      {7, 30000},      {63, 100000},
+    {64, 100000},    {65, 100000},    {129, 100000},   {1000, 200000},
+    {4095, 200000},  {4096, 200000},  {4097, 200000},  {4161, 200000},
+    {65536, 100000}, {200003, 30000}, {262143, 20000}, {262144, 20000},
+    {262145, 20000}, {266241, 20000}, {1048579, 3000}, {16777217, 150},
 };
 
-#define CHECK(m, cond, ...)                                                  \
-    ck_assert_msg(cond, "seed %u size %" G_GUINT64_FORMAT                    \
-                  " op %" G_GUINT64_FORMAT ": %s",                           \
+#define CHECK(m, cond, ...)                                                    \
+    ck_assert_msg(cond,                                                        \
+                  "seed %u size %" G_GUINT64_FORMAT " op %" G_GUINT64_FORMAT   \
+                  ": %s",                                                      \
                   (m)->seed, (m)->size, (m)->op, g_strdup_printf(__VA_ARGS__))
 
 static uint64_t
@@ -84,8 +83,12 @@ rand_pos(Model *m)
 }
 
 static void
-shadow_fill(guint8 *sh, uint64_t size, uint64_t start, uint64_t len,
-            guint8 v, uint64_t *count)
+shadow_fill(guint8 *sh,
+            uint64_t size,
+            uint64_t start,
+            uint64_t len,
+            guint8 v,
+            uint64_t *count)
 {
     uint64_t i, end = start >= size ? start : start + MIN(len, size - start);
 
@@ -187,16 +190,23 @@ op_serialize(Model *m)
     CHECK(m, got == n, "serialization_size %zu, want %zu", got, n);
     vbk_hbitmap_serialize_part(m->hb, buf, start, len);
     CHECK(m, memcmp(buf, want, n) == 0, "serialized bytes differ");
-    CHECK(m, vbk_hbitmap_buffer_is_zero(buf, n) ==
+    CHECK(m,
+          vbk_hbitmap_buffer_is_zero(buf, n) ==
               vbk_hbitmap_is_clean(m->hb, start, len),
           "buffer_is_zero vs is_clean");
 
     /* overwrite the range with random bytes (sparse, dense or mixed) */
     for (size_t i = 0; i < n; i++) {
         switch (g_rand_int_range(m->rng, 0, 3)) {
-        case 0: buf[i] = g_rand_int_range(m->rng, 0, 16) ? 0 : 0x10; break;
-        case 1: buf[i] = g_rand_int_range(m->rng, 0, 16) ? 0xff : 0xef; break;
-        default: buf[i] = (guint8) g_rand_int(m->rng); break;
+        case 0:
+            buf[i] = g_rand_int_range(m->rng, 0, 16) ? 0 : 0x10;
+            break;
+        case 1:
+            buf[i] = g_rand_int_range(m->rng, 0, 16) ? 0xff : 0xef;
+            break;
+        default:
+            buf[i] = (guint8) g_rand_int(m->rng);
+            break;
         }
     }
     vbk_hbitmap_deserialize_part(m->hb, buf, start, len);
@@ -329,7 +339,7 @@ model_step(Model *m)
 START_TEST(test_model)
 {
     const SizeCase *sc = &size_cases[_i];
-    Model m = { 0 };
+    Model m = {0};
     unsigned n;
 
     m.seed = base_seed ^ ((guint32) _i * 2654435761u);
@@ -383,8 +393,8 @@ END_TEST
 START_TEST(test_serial_order)
 {
     g_autoptr(VbkHBitmap) hb = vbk_hbitmap_new(100);
-    guint8 buf[13] = { 0 };
-    const guint8 in[2] = { 0x81, 0x02 };
+    guint8 buf[13] = {0};
+    const guint8 in[2] = {0x81, 0x02};
 
     vbk_hbitmap_set(hb, 0, 1);
     vbk_hbitmap_set(hb, 9, 1);
