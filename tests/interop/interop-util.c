@@ -35,6 +35,7 @@ itu_open_qcow2(const char *path, const char *name, bool read_only,
 
     opts = g_variant_new_parsed(
         "{'driver': <'qcow2'>, 'node-name': <%s>, 'read-only': <%b>,"
+        " 'discard': <'unmap'>,"
         " 'cache': <{'direct': <%b>, 'no-flush': <false>}>,"
         " 'file': <{'driver': <'file'>, 'filename': <%s>,"
         "           'read-only': <%b>,"

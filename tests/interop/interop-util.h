@@ -18,8 +18,9 @@
 #define ITU_ROUND_UP(x, a)   (((x) + (a) - 1) / (a) * (a))
 
 /* Open @path as qcow2 over a file node, as blockdev-add would:
- *   {driver: qcow2, node-name: @name, read-only, cache: {direct},
- *    file: {driver: file, filename: @path, ...}}
+ *   {driver: qcow2, node-name: @name, read-only, discard: unmap,
+ *    cache: {direct}, file: {driver: file, filename: @path, ...}}
+ * (discard=unmap: under the default 'ignore' discards do nothing.)
  * The backing chain is opened from the image header. */
 VbkBlockNode *itu_open_qcow2(const char *path, const char *name,
                              bool read_only, bool direct, GError **error);
