@@ -90,7 +90,17 @@ itu_create_qcow2(const char *path, const VbkQcow2CreateOptions *opts)
 int
 itu_runv(const char *const *argv, char **out, char **err)
 {
-    return vbk_test_spawn(argv, out, err);
+    g_autofree char *o = NULL;
+    g_autofree char *e = NULL;
+    int rc;
+
+    /* always capture: a peer's chatter must not reach the TAP stream */
+    rc = vbk_test_spawn(argv, &o, &e);
+    if (out)
+        *out = g_steal_pointer(&o);
+    if (err)
+        *err = g_steal_pointer(&e);
+    return rc;
 }
 
 int
