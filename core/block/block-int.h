@@ -14,12 +14,91 @@
 
 G_BEGIN_DECLS
 
+/* @d must be a power of two for the mask forms; these work for any d. */
+#define VBK_ROUND_DOWN(n, d) (((n) / (d)) * (d))
+#define VBK_ROUND_UP(n, d)   VBK_ROUND_DOWN((n) + (d) - 1, (d))
+#define VBK_DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+
+/*
+ * blkdebug events (QEMU's BlkdebugEvent, same names and order).  Format
+ * drivers fire them on their file child at the points QEMU does, e.g.
+ * vbk_block_event(bs->file, VBK_EVENT_L2_UPDATE) before writing an L2
+ * entry; a blkdebug node below turns them into state changes and errors.
+ */
+typedef enum {
+    VBK_EVENT_L1_UPDATE,
+    VBK_EVENT_L1_GROW_ALLOC_TABLE,
+    VBK_EVENT_L1_GROW_WRITE_TABLE,
+    VBK_EVENT_L1_GROW_ACTIVATE_TABLE,
+    VBK_EVENT_L2_LOAD,
+    VBK_EVENT_L2_UPDATE,
+    VBK_EVENT_L2_UPDATE_COMPRESSED,
+    VBK_EVENT_L2_ALLOC_COW_READ,
+    VBK_EVENT_L2_ALLOC_WRITE,
+    VBK_EVENT_READ_AIO,
+    VBK_EVENT_READ_BACKING_AIO,
+    VBK_EVENT_READ_COMPRESSED,
+    VBK_EVENT_WRITE_AIO,
+    VBK_EVENT_WRITE_COMPRESSED,
+    VBK_EVENT_VMSTATE_LOAD,
+    VBK_EVENT_VMSTATE_SAVE,
+    VBK_EVENT_COW_READ,
+    VBK_EVENT_COW_WRITE,
+    VBK_EVENT_REFTABLE_LOAD,
+    VBK_EVENT_REFTABLE_GROW,
+    VBK_EVENT_REFTABLE_UPDATE,
+    VBK_EVENT_REFBLOCK_LOAD,
+    VBK_EVENT_REFBLOCK_UPDATE,
+    VBK_EVENT_REFBLOCK_UPDATE_PART,
+    VBK_EVENT_REFBLOCK_ALLOC,
+    VBK_EVENT_REFBLOCK_ALLOC_HOOKUP,
+    VBK_EVENT_REFBLOCK_ALLOC_WRITE,
+    VBK_EVENT_REFBLOCK_ALLOC_WRITE_BLOCKS,
+    VBK_EVENT_REFBLOCK_ALLOC_WRITE_TABLE,
+    VBK_EVENT_REFBLOCK_ALLOC_SWITCH_TABLE,
+    VBK_EVENT_CLUSTER_ALLOC,
+    VBK_EVENT_CLUSTER_ALLOC_BYTES,
+    VBK_EVENT_CLUSTER_FREE,
+    VBK_EVENT_FLUSH_TO_OS,
+    VBK_EVENT_FLUSH_TO_DISK,
+    VBK_EVENT_PWRITEV_RMW_HEAD,
+    VBK_EVENT_PWRITEV_RMW_AFTER_HEAD,
+    VBK_EVENT_PWRITEV_RMW_TAIL,
+    VBK_EVENT_PWRITEV_RMW_AFTER_TAIL,
+    VBK_EVENT_PWRITEV,
+    VBK_EVENT_PWRITEV_ZERO,
+    VBK_EVENT_PWRITEV_DONE,
+    VBK_EVENT_EMPTY_IMAGE_PREPARE,
+    VBK_EVENT_L1_SHRINK_WRITE_TABLE,
+    VBK_EVENT_L1_SHRINK_FREE_L2_CLUSTERS,
+    VBK_EVENT_COR_WRITE,
+    VBK_EVENT_CLUSTER_ALLOC_SPACE,
+    VBK_EVENT_NONE,
+    VBK_EVENT__MAX,
+} VbkBlockEvent;
+
+/* QEMU's event names ("l2_update"); NULL when out of range. */
+const char *vbk_block_event_name(VbkBlockEvent event);
+/* Parse an event name; -1 when unknown. */
+int vbk_block_event_from_name(const char *name);
+
+/*
+ * Fire @event at @bs: the first node from @bs down its file children that
+ * has a debug_event callback (a blkdebug node) receives it.  Cheap when
+ * there is none: a walk of the file chain.
+ */
+void vbk_block_event(VbkBlockNode *bs, VbkBlockEvent event);
+
 struct VbkBlockDriver {
     const char *format_name;
     size_t instance_size;      /* bytes of bs->opaque, zero-filled */
     bool is_filter;            /* I/O defaults forward to bs->file */
     bool is_format;            /* has a "file" child and may have backing */
     bool supports_backing;     /* understands a "backing" child */
+    /* option key of the file child when it is not "file" (blkdebug:
+     * "image"); such a driver opens it with
+     * vbk_block_open_file_child_key() */
+    const char *file_key;
     /* keys this driver accepts in its blockdev-add options (besides the
      * common ones and 'file'/'backing'), NULL-terminated */
     const char *const *options;
@@ -41,7 +120,7 @@ struct VbkBlockDriver {
                          VbkRequestFlags flags);
     int (*pdiscard)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
     int (*flush)(VbkBlockNode *bs);
-    /* See vbk_block_block_status(); may set *file/*map for OFFSET_VALID. */
+    /* See vbk_block_block_status(); sets map and file for OFFSET_VALID. */
     int (*block_status)(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
                         uint64_t *pnum, uint64_t *map, VbkBlockNode **file);
     int64_t (*getlength)(VbkBlockNode *bs);
@@ -49,6 +128,8 @@ struct VbkBlockDriver {
     bool (*truncate)(VbkBlockNode *bs, uint64_t size, GError **error);
     bool (*format_info)(VbkBlockNode *bs, VbkFormatInfo *info);
     uint32_t (*cluster_size)(VbkBlockNode *bs);
+    /* blkdebug: an event fired on this node (see vbk_block_event()) */
+    void (*debug_event)(VbkBlockNode *bs, VbkBlockEvent event);
 };
 
 struct VbkBlockNode {
@@ -76,6 +157,7 @@ extern const VbkBlockDriver vbk_drv_file;
 extern const VbkBlockDriver vbk_drv_raw;
 extern const VbkBlockDriver vbk_drv_null_co;
 extern const VbkBlockDriver vbk_drv_qcow2;
+extern const VbkBlockDriver vbk_drv_blkdebug;
 
 /*
  * Open (or look up) the child @key of @opts and attach it to @parent's
@@ -85,6 +167,11 @@ extern const VbkBlockDriver vbk_drv_qcow2;
  */
 bool vbk_block_open_file_child(VbkBlockNode *parent, GVariant *opts,
                                bool required, GError **error);
+/* The same for a driver whose file child has another key (blkdebug's
+ * "image"). */
+bool vbk_block_open_file_child_key(VbkBlockNode *parent, GVariant *opts,
+                                   const char *key, bool required,
+                                   GError **error);
 
 /*
  * Attach the backing child of a format node.  @opts' "backing" key wins:

@@ -12,7 +12,7 @@
  * Nodes are reference counted; the graph keeps a registry of every node
  * by node-name (anonymous nodes get a generated "#blockNNN" name, as in
  * QEMU).  Both front doors (QMP and the libvirt driver) call the same
- * functions declared here; only core/block/*.c reaches into a driver.
+ * functions declared here; only the files of core/block reach into a driver.
  *
  * Conventions:
  *  - control paths (open, create, resize, graph changes) report through
