@@ -566,6 +566,44 @@ START_TEST(test_lazy_refcounts_dirty)
 }
 END_TEST
 
+static const char *const variants_snapshot[] = {
+    "compat=1.1", "compat=0.10", "cluster_size=4096,refcount_bits=2",
+};
+
+/* An internal snapshot shares L2 tables and data clusters (refcount 2):
+ * writes copy them, and the snapshot keeps its data. */
+START_TEST(test_internal_snapshot)
+{
+    g_autofree char *path = path_of("s.qcow2");
+    VbkBlockNode *bs;
+    uint8_t b[4096];
+
+    qemu_img_create(path, variants_snapshot[_i], NULL, "4M");
+    qemu_io(path, "write -P 0x10 0 1M");
+    ck_assert_int_eq(run(NULL, "qemu-img", "snapshot", "-c", "snap1", path,
+                         NULL), 0);
+    bs = open_image(path, false);
+    memset(b, 0x20, sizeof(b));
+    ck_assert_int_eq(vbk_block_pwrite(bs, 65536 + 100, sizeof(b), b, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, 512 * 1024, 65536, 0), 0);
+    ck_assert_int_eq(vbk_block_pdiscard(bs, 768 * 1024, 65536), 0);
+    ck_assert_int_eq(vbk_block_pwrite(bs, 2 << 20, sizeof(b), b, 0), 0);
+    assert_read_pattern(bs, 0, 65636, 0x10);
+    assert_read_pattern(bs, 65636, 4096, 0x20);
+    close_node(bs);
+    assert_check_clean(path);
+    qemu_io_check(path, "read -P 0x20 65636 4096");
+    qemu_io_check(path, "read -P 0 512k 64k");
+    qemu_io_check(path, "read -P 0 768k 64k");
+    qemu_io_check(path, "read -P 0x10 832k 192k");
+    ck_assert_int_eq(run(NULL, "qemu-img", "snapshot", "-a", "snap1", path,
+                         NULL), 0);
+    assert_check_clean(path);
+    qemu_io_check(path, "read -P 0x10 0 1M");
+    qemu_io_check(path, "read -P 0 1M 3M");
+}
+END_TEST
+
 /* ---- bad images ---------------------------------------------------- */
 
 static void
@@ -775,6 +813,7 @@ qcow2_suite(void)
     tcase_add_test(tc, test_backing_chain);
     tcase_add_test(tc, test_create_backing);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
+    tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
