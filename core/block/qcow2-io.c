@@ -1,0 +1,518 @@
+/*
+ * qcow2-io.c: the qcow2 request paths — read, write, write-zeroes,
+ * discard and block status.
+ *
+ * Every request walks its range extent by extent, where an extent is a
+ * run of clusters inside one L2 table that map the same way (see
+ * vbk_qcow2_l2_lookup): e.g. a 1 MiB read over 64 KiB clusters might be
+ * "3 clusters unallocated, 12 contiguous data clusters, 1 compressed".
+ *
+ * Writes land in place only on a plain data cluster that is ours alone
+ * (COPIED).  Everything else (unallocated, zero, compressed, shared)
+ * gets fresh clusters: allocate (refcount 1), write the data — a partial
+ * first or last cluster is completed from what it read as before (the
+ * backing file, zeroes, the old data or the decompressed cluster) —
+ * then point the L2 entries at them and only then release the old
+ * clusters.  A crash in between leaks clusters, never corrupts.
+ *
+ * Zeroes: v3 images mark whole clusters with the zero flag (keeping the
+ * host cluster when unmapping is not allowed); v2 has no zero flag, so
+ * whole clusters are deallocated when there is no backing file and real
+ * zeroes are written otherwise.  Partial clusters are written as data
+ * unless they already read as zeroes.  Discard drops whole clusters:
+ * zero-flagged on a v3 image with a backing file (so the backing does
+ * not show through), unallocated otherwise.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define QCOW2_ZERO_CHUNK (1u << 20)
+
+/* Read @len bytes at @off from the backing chain, zeroes past its end. */
+static int
+qcow2_read_backing(VbkBlockNode *bs, uint64_t off, uint64_t len, uint8_t *buf)
+{
+    int64_t blen;
+    uint64_t n = 0;
+    int ret;
+
+    if (bs->backing) {
+        blen = vbk_block_node_getlength(bs->backing);
+        if (blen < 0)
+            return blen;
+        if (off < (uint64_t) blen) {
+            n = MIN(len, (uint64_t) blen - off);
+            ret = vbk_block_pread(bs->backing, off, n, buf);
+            if (ret < 0)
+                return ret;
+        }
+    }
+    memset(buf + n, 0, len - n);
+    return 0;
+}
+
+/* What the guest cluster at @cluster_off, mapped by @entry, reads as. */
+static int
+qcow2_read_old_cluster(VbkBlockNode *bs, uint64_t cluster_off,
+                       uint64_t entry, uint8_t *buf)
+{
+    VbkQcow2State *s = bs->opaque;
+
+    switch (vbk_qcow2_entry_type(s, entry)) {
+    case QCOW2_CL_UNALLOCATED:
+        return qcow2_read_backing(bs, cluster_off, s->cluster_size, buf);
+    case QCOW2_CL_NORMAL:
+        return vbk_block_pread(bs->file, entry & QCOW2_OFFSET_MASK,
+                               s->cluster_size, buf);
+    case QCOW2_CL_COMPRESSED:
+        return vbk_qcow2_read_compressed(bs, entry, buf);
+    default:
+        memset(buf, 0, s->cluster_size);
+        return 0;
+    }
+}
+
+static int
+qcow2_pread_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                   uint8_t *buf)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autofree uint8_t *bounce = NULL;
+    uint64_t entry, n, in_cluster;
+    int ret = 0;
+
+    while (bytes > 0) {
+        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+        if (ret < 0)
+            return ret;
+        in_cluster = offset & (s->cluster_size - 1);
+        switch (vbk_qcow2_entry_type(s, entry)) {
+        case QCOW2_CL_UNALLOCATED:
+            ret = qcow2_read_backing(bs, offset, n, buf);
+            break;
+        case QCOW2_CL_ZERO_PLAIN:
+        case QCOW2_CL_ZERO_ALLOC:
+            memset(buf, 0, n);
+            break;
+        case QCOW2_CL_NORMAL:
+            ret = vbk_block_pread(bs->file,
+                                  (entry & QCOW2_OFFSET_MASK) + in_cluster,
+                                  n, buf);
+            break;
+        case QCOW2_CL_COMPRESSED:
+            if (!bounce && !(bounce = g_try_malloc(s->cluster_size)))
+                return -ENOMEM;
+            ret = vbk_qcow2_read_compressed(bs, entry, bounce);
+            if (ret == 0)
+                memcpy(buf, bounce + in_cluster, n);
+            break;
+        }
+        if (ret < 0)
+            return ret;
+        offset += n;
+        buf += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int
+vbk_qcow2_co_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                   void *buf)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+
+    return qcow2_pread_locked(bs, offset, bytes, buf);
+}
+
+/* Entry of the i-th cluster of an extent that starts with @first. */
+static uint64_t
+qcow2_extent_entry(VbkQcow2State *s, uint64_t first, uint64_t i)
+{
+    VbkQcow2ClusterType t = vbk_qcow2_entry_type(s, first);
+
+    if (t == QCOW2_CL_NORMAL || t == QCOW2_CL_ZERO_ALLOC)
+        return first + i * s->cluster_size;
+    return first;
+}
+
+/*
+ * Point the @k clusters from @offset (one extent starting with @first)
+ * at @entries, then release what they referenced before.
+ */
+static int
+qcow2_remap(VbkBlockNode *bs, uint64_t offset, uint64_t k, uint64_t first,
+            const uint64_t *entries, bool unmap)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t rc;
+    int ret;
+
+    ret = vbk_qcow2_l2_set(bs, offset, k, entries);
+    if (ret < 0)
+        return ret;
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t old = qcow2_extent_entry(s, first, i);
+        uint64_t host = old & QCOW2_OFFSET_MASK;
+        if ((entries[i] & QCOW2_OFFSET_MASK) == host &&
+            vbk_qcow2_entry_type(s, old) != QCOW2_CL_COMPRESSED)
+            continue; /* same host cluster kept */
+        ret = vbk_qcow2_free_entry(bs, old);
+        if (ret < 0)
+            return ret;
+        if (unmap && vbk_qcow2_entry_type(s, old) == QCOW2_CL_NORMAL &&
+            vbk_qcow2_get_refcount(bs, host >> s->cluster_bits, &rc) == 0 &&
+            rc == 0)
+            vbk_block_pdiscard(bs->file, host, s->cluster_size);
+    }
+    return 0;
+}
+
+/* Write a partial cluster @i of a new run: old content plus new bytes. */
+static int
+qcow2_write_partial(VbkBlockNode *bs, uint64_t cl_off, uint64_t entry,
+                    uint64_t host, uint64_t offset, uint64_t n,
+                    const uint8_t *buf)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t a = MAX(offset, cl_off);
+    uint64_t b = MIN(offset + n, cl_off + s->cluster_size);
+    g_autofree uint8_t *bounce = g_try_malloc(s->cluster_size);
+    int ret;
+
+    if (!bounce)
+        return -ENOMEM;
+    ret = qcow2_read_old_cluster(bs, cl_off, entry, bounce);
+    if (ret < 0)
+        return ret;
+    memcpy(bounce + (a - cl_off), buf + (a - offset), b - a);
+    return vbk_block_pwrite(bs->file, host, s->cluster_size, bounce, 0);
+}
+
+/* Write [offset, offset+n) of one extent into newly allocated clusters. */
+static int
+qcow2_write_new(VbkBlockNode *bs, uint64_t offset, uint64_t n,
+                const uint8_t *buf, uint64_t first)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t start = offset & ~(cs - 1);
+    uint64_t k = (offset + n - start + cs - 1) / cs;
+    uint64_t full_a = (offset + cs - 1) & ~(cs - 1);
+    uint64_t full_b = (offset + n) & ~(cs - 1);
+    g_autofree uint64_t *entries = g_try_new(uint64_t, k);
+    int64_t host;
+    int ret = 0;
+
+    if (!entries)
+        return -ENOMEM;
+    host = vbk_qcow2_alloc_clusters(bs, k);
+    if (host < 0)
+        return host;
+    if (offset != start)
+        ret = qcow2_write_partial(bs, start, first, host, offset, n, buf);
+    if (ret == 0 && full_b > full_a)
+        ret = vbk_block_pwrite(bs->file, host + (full_a - start),
+                               full_b - full_a, buf + (full_a - offset), 0);
+    if (ret == 0 && full_b < offset + n && (full_b != start || offset == start))
+        ret = qcow2_write_partial(bs, full_b,
+                                  qcow2_extent_entry(s, first,
+                                                     (full_b - start) / cs),
+                                  host + (full_b - start), offset, n, buf);
+    if (ret < 0) {
+        vbk_qcow2_free_clusters(bs, host, k);
+        return ret;
+    }
+    vbk_qcow2_note_file_end(s, host + k * cs);
+    for (uint64_t i = 0; i < k; i++)
+        entries[i] = (host + i * cs) | QCOW2_OFLAG_COPIED;
+    return qcow2_remap(bs, start, k, first, entries, false);
+}
+
+/* Write in place over data clusters that are ours alone. */
+static int
+qcow2_write_in_place(VbkBlockNode *bs, uint64_t offset, uint64_t n,
+                     const uint8_t *buf, uint64_t entry)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t in_cluster = offset & (s->cluster_size - 1);
+    uint64_t host = entry & QCOW2_OFFSET_MASK;
+
+    for (uint64_t c = 0; c < in_cluster + n; c += s->cluster_size) {
+        if (!vbk_qcow2_data_offset_valid(s, host + c))
+            return -EIO;
+    }
+    return vbk_block_pwrite(bs->file, host + in_cluster, n, buf, 0);
+}
+
+static int
+qcow2_pwrite_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                    const uint8_t *buf)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t entry, n;
+    int ret;
+
+    while (bytes > 0) {
+        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+        if (ret < 0)
+            return ret;
+        if (vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
+            (entry & QCOW2_OFLAG_COPIED))
+            ret = qcow2_write_in_place(bs, offset, n, buf, entry);
+        else
+            ret = qcow2_write_new(bs, offset, n, buf, entry);
+        if (ret < 0)
+            return ret;
+        offset += n;
+        buf += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int
+vbk_qcow2_co_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                    const void *buf, VbkRequestFlags flags)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+
+    /* FUA is handled by the dispatch layer (a flush after the write) */
+    return qcow2_pwrite_locked(bs, offset, bytes, buf);
+}
+
+/* Does [offset, offset+n) of one extent already read as zeroes? */
+static bool
+qcow2_reads_zero(VbkBlockNode *bs, uint64_t offset, uint64_t n, uint64_t entry)
+{
+    VbkQcow2State *s = bs->opaque;
+    int64_t blen;
+
+    switch (vbk_qcow2_entry_type(s, entry)) {
+    case QCOW2_CL_ZERO_PLAIN:
+    case QCOW2_CL_ZERO_ALLOC:
+        return true;
+    case QCOW2_CL_UNALLOCATED:
+        if (!bs->backing)
+            return true;
+        blen = vbk_block_node_getlength(bs->backing);
+        return blen >= 0 && offset >= (uint64_t) blen;
+    default:
+        return false;
+    }
+}
+
+/* Write real zeroes over [offset, offset+bytes). */
+static int
+qcow2_write_zero_data(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    g_autofree uint8_t *zero = g_try_malloc0(MIN(bytes, QCOW2_ZERO_CHUNK));
+    int ret;
+
+    if (!zero)
+        return -ENOMEM;
+    while (bytes > 0) {
+        uint64_t n = MIN(bytes, QCOW2_ZERO_CHUNK);
+        ret = qcow2_pwrite_locked(bs, offset, n, zero);
+        if (ret < 0)
+            return ret;
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* New entry that makes a whole cluster read as zeroes, per the rules
+ * in the file comment; returns false when nothing needs to change. */
+static bool
+qcow2_zero_entry(VbkBlockNode *bs, uint64_t old, bool may_unmap,
+                 uint64_t *out)
+{
+    VbkQcow2State *s = bs->opaque;
+    VbkQcow2ClusterType t = vbk_qcow2_entry_type(s, old);
+
+    if (s->hdr.version < 3) {
+        *out = 0;
+        return t != QCOW2_CL_UNALLOCATED;
+    }
+    if (t == QCOW2_CL_ZERO_PLAIN || (t == QCOW2_CL_ZERO_ALLOC && !may_unmap))
+        return false;
+    if (!may_unmap && t == QCOW2_CL_NORMAL && (old & QCOW2_OFLAG_COPIED)) {
+        *out = old | QCOW2_OFLAG_ZERO;
+        return true;
+    }
+    *out = QCOW2_OFLAG_ZERO;
+    return true;
+}
+
+/* Zero the whole clusters of one extent [offset, offset+n). */
+static int
+qcow2_zero_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n,
+                    uint64_t entry, bool may_unmap)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t k = n >> s->cluster_bits;
+    g_autofree uint64_t *entries = g_try_new(uint64_t, k);
+    bool change = false;
+
+    if (!entries)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t old = qcow2_extent_entry(s, entry, i);
+        if (qcow2_zero_entry(bs, old, may_unmap, &entries[i]))
+            change = true;
+        else
+            entries[i] = old;
+    }
+    if (!change)
+        return 0;
+    return qcow2_remap(bs, offset, k, entry, entries, false);
+}
+
+/* Whole-cluster part of an extent at @offset of @n bytes: the bytes
+ * from @offset that may be handled by changing L2 entries, 0 if none. */
+static uint64_t
+qcow2_whole_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+
+    if (offset & (cs - 1))
+        return 0;
+    if (offset + n == s->hdr.size)
+        return n; /* the last cluster's tail past the end is invisible */
+    return n & ~(cs - 1);
+}
+
+int
+vbk_qcow2_zeroes_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                    VbkRequestFlags flags)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    bool real_zeroes = s->hdr.version < 3 && bs->backing;
+    uint64_t entry, n, whole;
+    int ret = 0;
+
+    if (real_zeroes && (flags & VBK_REQ_NO_FALLBACK))
+        return -ENOTSUP;
+    while (bytes > 0) {
+        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+        if (ret < 0)
+            return ret;
+        whole = real_zeroes ? 0 : qcow2_whole_clusters(bs, offset, n);
+        if (whole) {
+            n = whole;
+            ret = qcow2_zero_clusters(bs, offset, (n + cs - 1) & ~(cs - 1),
+                                      entry, flags & VBK_REQ_MAY_UNMAP);
+        } else {
+            if (!real_zeroes)
+                n = MIN(n, cs - (offset & (cs - 1)));
+            if (!qcow2_reads_zero(bs, offset, n, entry))
+                ret = qcow2_write_zero_data(bs, offset, n);
+        }
+        if (ret < 0)
+            return ret;
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int
+vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                           VbkRequestFlags flags)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+
+    return vbk_qcow2_zeroes_locked(bs, offset, bytes, flags);
+}
+
+/* Discard the whole clusters of one extent. */
+static int
+qcow2_discard_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t k,
+                       uint64_t entry)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t target = (s->hdr.version >= 3 && bs->backing) ? QCOW2_OFLAG_ZERO
+                                                           : 0;
+    g_autofree uint64_t *entries = g_try_new(uint64_t, k);
+    bool change = false;
+
+    if (!entries)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t old = qcow2_extent_entry(s, entry, i);
+        entries[i] = target;
+        if (old != target)
+            change = true;
+    }
+    if (!change)
+        return 0;
+    return qcow2_remap(bs, offset, k, entry, entries, bs->discard_unmap);
+}
+
+int
+vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    uint64_t cs = s->cluster_size;
+    uint64_t end = offset + bytes;
+    uint64_t entry, n;
+    int ret;
+
+    end = end >= s->hdr.size ? (end + cs - 1) & ~(cs - 1) : end & ~(cs - 1);
+    offset = (offset + cs - 1) & ~(cs - 1);
+    while (offset < end) {
+        ret = vbk_qcow2_l2_lookup(bs, offset, end - offset, &entry, &n);
+        if (ret < 0)
+            return ret;
+        ret = qcow2_discard_clusters(bs, offset, n >> s->cluster_bits, entry);
+        if (ret < 0)
+            return ret;
+        offset += n;
+    }
+    return 0;
+}
+
+int
+vbk_qcow2_co_block_status(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+                          uint64_t *pnum, uint64_t *map, VbkBlockNode **file)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    uint64_t entry, n;
+    uint64_t host;
+    int ret;
+
+    ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+    if (ret < 0)
+        return ret;
+    *pnum = n;
+    host = (entry & QCOW2_OFFSET_MASK) + (offset & (s->cluster_size - 1));
+    switch (vbk_qcow2_entry_type(s, entry)) {
+    case QCOW2_CL_UNALLOCATED:
+        return 0;
+    case QCOW2_CL_ZERO_PLAIN:
+        return VBK_BS_ZERO | VBK_BS_ALLOCATED;
+    case QCOW2_CL_COMPRESSED:
+        return VBK_BS_DATA | VBK_BS_ALLOCATED;
+    case QCOW2_CL_ZERO_ALLOC:
+        ret = VBK_BS_ZERO | VBK_BS_ALLOCATED | VBK_BS_OFFSET_VALID;
+        break;
+    default:
+        ret = VBK_BS_DATA | VBK_BS_ALLOCATED | VBK_BS_OFFSET_VALID;
+        break;
+    }
+    if (map)
+        *map = host;
+    if (file)
+        *file = bs->file;
+    return ret;
+}
