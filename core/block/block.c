@@ -35,6 +35,7 @@ static const VbkBlockDriver *const drivers[] = {
     &vbk_drv_raw,
     &vbk_drv_null_co,
     &vbk_drv_blkdebug,
+    &vbk_drv_qcow2,
 };
 
 const VbkBlockDriver *
