@@ -77,7 +77,15 @@ vbk_xml_error_format_full(const GError *err)
 
 typedef struct {
     gboolean saw_doctype;
+    char *first_error;    /* the first fatal error, formatted */
+    const char *label;
 } ParseGuard;
+
+#if LIBXML_VERSION >= 21200
+# define VBK_XML_CONST_ERROR const
+#else
+# define VBK_XML_CONST_ERROR
+#endif
 
 static void
 parse_guard_doctype(void *user,
@@ -92,34 +100,41 @@ parse_guard_doctype(void *user,
     xmlStopParser(ctxt);
 }
 
-/* The text of line @line (1-based) of @str, and a "---^" pointer under
- * column @col (1-based), as libvirt prints them under a syntax error. */
+/* Record the first fatal error as libvirt shows it: "LABEL:LINE: MSG"
+ * then the input line up to the error and a "----^" pointer under the
+ * position the parser had reached. */
 static void
-parse_error_context(const char *str,
-                    gsize len,
-                    int line,
-                    int col,
-                    char **context,
-                    char **pointer)
+parse_guard_error(void *user, VBK_XML_CONST_ERROR xmlError *xerr)
 {
-    const char *p = str;
-    const char *end = str + len;
-    const char *eol;
-    GString *ptr = g_string_new(NULL);
-    int i;
+    xmlParserCtxtPtr ctxt = user;
+    ParseGuard *guard = ctxt->_private;
+    const xmlChar *cur;
+    const xmlChar *base;
+    const xmlChar *start;
+    g_autoptr(GString) context = g_string_new(NULL);
+    g_autoptr(GString) pointer = g_string_new(NULL);
+    gsize col;
+    gsize i;
 
-    for (i = 1; i < line && p < end; p++) {
-        if (*p == '\n')
-            i++;
-    }
-    eol = p;
-    while (eol < end && *eol != '\n' && *eol != '\r' && *eol != '\0')
-        eol++;
-    *context = g_strndup(p, eol - p);
-    for (i = 0; i + 1 < col && p + i < eol; i++)
-        g_string_append_c(ptr, p[i] == '\t' ? '\t' : '-');
-    g_string_append_c(ptr, '^');
-    *pointer = g_string_free(ptr, FALSE);
+    if (guard->first_error || !xerr || xerr->level != XML_ERR_FATAL ||
+        !xerr->message || !ctxt->input || !ctxt->input->cur)
+        return;
+    cur = ctxt->input->cur;
+    base = ctxt->input->base;
+    while (cur > base && (*cur == '\n' || *cur == '\r'))
+        cur--;
+    start = cur;
+    while (start > base && start[-1] != '\n' && start[-1] != '\r')
+        start--;
+    col = ctxt->input->cur - start;
+    for (cur = start; *cur && *cur != '\n' && *cur != '\r'; cur++)
+        g_string_append_c(context, *cur);
+    for (i = 0; i < col && i < context->len; i++)
+        g_string_append_c(pointer, context->str[i] == '\t' ? '\t' : '-');
+    g_string_append_c(pointer, '^');
+    guard->first_error = g_strdup_printf(_("%s:%d: %s%s\n%s"), guard->label,
+                                         xerr->line, xerr->message,
+                                         context->str, pointer->str);
 }
 
 static gboolean
@@ -136,28 +151,6 @@ check_depth(xmlNodePtr node, int depth)
     return TRUE;
 }
 
-static void
-report_syntax_error(xmlParserCtxtPtr ctxt,
-                    const char *str,
-                    gsize len,
-                    const char *label,
-                    GError **error)
-{
-    const xmlError *xerr = xmlCtxtGetLastError(ctxt);
-    g_autofree char *context = NULL;
-    g_autofree char *pointer = NULL;
-
-    if (!xerr || !xerr->message) {
-        g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR, "%s",
-                    _("failed to parse xml document"));
-        return;
-    }
-    parse_error_context(str, len, xerr->line, xerr->int2, &context, &pointer);
-    g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_DETAIL,
-                _("%s:%d: %s%s\n%s"), label, xerr->line, xerr->message,
-                context, pointer);
-}
-
 xmlDocPtr
 vbk_xml_parse(const char *str,
               gssize len,
@@ -166,7 +159,7 @@ vbk_xml_parse(const char *str,
               GError **error)
 {
     const int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
-    ParseGuard guard = { FALSE };
+    ParseGuard guard = { FALSE, NULL, label };
     xmlParserCtxtPtr ctxt;
     g_autoptr(xmlDoc) doc = NULL;
     xmlNodePtr top;
@@ -185,6 +178,7 @@ vbk_xml_parse(const char *str,
         g_error("cannot allocate an XML parser context");
     ctxt->_private = &guard;
     ctxt->sax->internalSubset = parse_guard_doctype;
+    ctxt->sax->serror = parse_guard_error;
     doc = xmlCtxtReadMemory(ctxt, str, (int) len, label, NULL, opts);
 
     if (guard.saw_doctype) {
@@ -194,10 +188,17 @@ vbk_xml_parse(const char *str,
         return NULL;
     }
     if (!doc || !ctxt->wellFormed) {
-        report_syntax_error(ctxt, str, len, label, error);
+        if (guard.first_error)
+            g_set_error_literal(error, VBK_XML_ERROR, VBK_XML_ERR_XML_DETAIL,
+                                guard.first_error);
+        else
+            g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR, "%s",
+                        _("failed to parse xml document"));
+        g_free(guard.first_error);
         xmlFreeParserCtxt(ctxt);
         return NULL;
     }
+    g_free(guard.first_error);
     xmlFreeParserCtxt(ctxt);
 
     if (!(top = xmlDocGetRootElement(doc))) {
@@ -240,12 +241,6 @@ vbk_xml_schema_available(const char *name)
 
 static G_LOCK_DEFINE(schema_cache);
 static GHashTable *schema_cache;
-
-#if LIBXML_VERSION >= 21200
-# define VBK_XML_CONST_ERROR const
-#else
-# define VBK_XML_CONST_ERROR
-#endif
 
 static void
 collect_error(void *data, VBK_XML_CONST_ERROR xmlError *xerr)
