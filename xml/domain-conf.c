@@ -116,12 +116,14 @@ parse_uuid(VbkDomainDef *def, xmlNodePtr root, GError **error)
             xmlAddChild(root, n);
         return TRUE;
     }
-    if (!text || !uuid_canonical(text, def->uuid)) {
+    if (!text || !uuid_canonical(g_strstrip(text), def->uuid)) {
         g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_INTERNAL_ERROR, "%s",
                     _("malformed uuid element"));
         return FALSE;
     }
-    if (strcmp(text, def->uuid) != 0)
+    /* libvirt prints the canonical form, as plain text */
+    if (strcmp(text, def->uuid) != 0 || !node->children ||
+        node->children->next || node->children->type != XML_TEXT_NODE)
         xmlNodeSetContent(node, BAD_CAST def->uuid);
     return TRUE;
 }
