@@ -99,8 +99,8 @@ vbk_xml_buf_printf(VbkXmlBuf *buf, const char *fmt, ...)
     vbk_xml_buf_add(buf, text);
 }
 
-void
-vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text)
+static void
+buf_escape(VbkXmlBuf *buf, const char *text, gboolean attr)
 {
     GString *out = g_string_sized_new(strlen(text) + 16);
     const unsigned char *p;
@@ -122,8 +122,19 @@ vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text)
         case '\'':
             g_string_append(out, "&apos;");
             break;
+        case '\t':
+        case '\n':
+        case '\r':
+            /* libvirt writes these raw, but a parser turns them into
+             * spaces inside an attribute; keep them as references there
+             * so that what vbackup writes reads back the same */
+            if (attr)
+                g_string_append_printf(out, "&#%d;", *p);
+            else
+                g_string_append_c(out, *p);
+            break;
         default:
-            if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+            if (*p < 0x20)
                 break;
             g_string_append_c(out, *p);
         }
@@ -133,12 +144,18 @@ vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text)
 }
 
 void
+vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text)
+{
+    buf_escape(buf, text, FALSE);
+}
+
+void
 vbk_xml_buf_attr(VbkXmlBuf *buf, const char *name, const char *value)
 {
     if (!value)
         return;
     vbk_xml_buf_printf(buf, " %s='", name);
-    vbk_xml_buf_escape(buf, value);
+    buf_escape(buf, value, TRUE);
     vbk_xml_buf_add(buf, "'");
 }
 
@@ -206,7 +223,7 @@ buf_node_attrs(VbkXmlBuf *attrs, xmlNodePtr node, VbkXmlAttrSkipFunc skip)
         name = qname(attr->ns, attr->name);
         val = xmlNodeListGetString(node->doc, attr->children, 1);
         vbk_xml_buf_printf(attrs, " %s='", name);
-        vbk_xml_buf_escape(attrs, val ? (const char *) val : "");
+        buf_escape(attrs, val ? (const char *) val : "", TRUE);
         vbk_xml_buf_add(attrs, "'");
         xmlFree(val);
     }
@@ -215,7 +232,7 @@ buf_node_attrs(VbkXmlBuf *attrs, xmlNodePtr node, VbkXmlAttrSkipFunc skip)
             vbk_xml_buf_printf(attrs, " xmlns:%s='", (const char *) ns->prefix);
         else
             vbk_xml_buf_add(attrs, " xmlns='");
-        vbk_xml_buf_escape(attrs, (const char *) ns->href);
+        buf_escape(attrs, (const char *) ns->href, TRUE);
         vbk_xml_buf_add(attrs, "'");
     }
 }

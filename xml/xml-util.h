@@ -124,7 +124,9 @@ void vbk_xml_buf_printf(VbkXmlBuf *buf, const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
 /* Append @text escaped the way libvirt escapes attribute values and
  * text: & < > ' " become entities, other control characters except
- * tab, newline and carriage return are dropped. */
+ * tab, newline and carriage return are dropped. Inside attributes
+ * (vbk_xml_buf_attr) tab, newline and carriage return are written as
+ * character references, since a parser would read them as spaces. */
 void vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text);
 /* " name='value'" (escaped), nothing when @value is NULL. */
 void vbk_xml_buf_attr(VbkXmlBuf *buf, const char *name, const char *value);
