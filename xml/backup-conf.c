@@ -29,16 +29,25 @@
 #include <string.h>
 
 static const char *const backup_type_names[] = {
-    "default", "push", "pull", NULL,
+    "default",
+    "push",
+    "pull",
+    NULL,
 };
 static const char *const disk_state_names[] = {
     "", "running", "complete", "failed", "cancelling", "cancelled", NULL,
 };
 static const char *const disk_mode_names[] = {
-    "default", "full", "incremental", NULL,
+    "default",
+    "full",
+    "incremental",
+    NULL,
 };
 static const char *const transport_names[] = {
-    "tcp", "unix", "rdma", NULL,
+    "tcp",
+    "unix",
+    "rdma",
+    NULL,
 };
 
 static void
@@ -130,8 +139,8 @@ disk_parse_store(VbkBackupDiskDef *disk,
 static VbkBackupDiskDef *
 disk_parse(xmlNodePtr node, gboolean push, guint flags, GError **error)
 {
-    g_autoptr(GPtrArray) holder = g_ptr_array_new_with_free_func(
-        backup_disk_free);
+    g_autoptr(GPtrArray) holder =
+        g_ptr_array_new_with_free_func(backup_disk_free);
     VbkBackupDiskDef *disk = g_new0(VbkBackupDiskDef, 1);
     int val = 0;
 
@@ -141,11 +150,10 @@ disk_parse(xmlNodePtr node, gboolean push, guint flags, GError **error)
                     _("missing name from disk backup element"));
         return NULL;
     }
-    if (vbk_xml_prop_enum(node, "backup", vbk_tristate_names, FALSE, TRUE,
-                          &val, error) < 0)
+    if (vbk_xml_prop_enum(node, "backup", vbk_tristate_names, FALSE, TRUE, &val,
+                          error) < 0)
         return NULL;
-    disk->backup = val == VBK_TRISTATE_NO ? VBK_TRISTATE_NO
-                                          : VBK_TRISTATE_YES;
+    disk->backup = val == VBK_TRISTATE_NO ? VBK_TRISTATE_NO : VBK_TRISTATE_YES;
     if (disk->backup == VBK_TRISTATE_NO)
         return g_ptr_array_steal_index(holder, 0);
 
@@ -302,8 +310,8 @@ vbk_backup_def_parse_node(xmlNodePtr root, guint flags, GError **error)
 VbkBackupDef *
 vbk_backup_def_parse_string(const char *xml, guint flags, GError **error)
 {
-    g_autoptr(xmlDoc) doc = vbk_xml_parse(xml, -1, _("(domain_backup)"),
-                                          "domainbackup", error);
+    g_autoptr(xmlDoc) doc =
+        vbk_xml_parse(xml, -1, _("(domain_backup)"), "domainbackup", error);
 
     if (!doc)
         return NULL;
@@ -404,9 +412,9 @@ vbk_backup_def_format_buf(VbkXmlBuf *buf,
     vbk_xml_buf_init(&attrs, 0);
     vbk_xml_buf_init_child(&child, buf);
     vbk_xml_buf_init_child(&disks, &child);
-    vbk_xml_buf_attr(&attrs, "mode",
-                     backup_type_names[push ? VBK_BACKUP_TYPE_PUSH
-                                            : VBK_BACKUP_TYPE_PULL]);
+    vbk_xml_buf_attr(
+        &attrs, "mode",
+        backup_type_names[push ? VBK_BACKUP_TYPE_PUSH : VBK_BACKUP_TYPE_PULL]);
     vbk_xml_buf_text_element(&child, "incremental", def->incremental);
     if (def->server)
         server_format(&child, def);

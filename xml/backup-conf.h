@@ -40,30 +40,30 @@ typedef enum {
 typedef struct {
     VbkBackupTransport transport;
     char *name;
-    guint port;                 /* 0: not given */
+    guint port; /* 0: not given */
     char *socket;
 } VbkBackupServer;
 
 typedef struct {
-    char *name;                 /* target dev of the domain disk */
-    VbkTristate backup;         /* YES or NO after parsing */
-    VbkBackupDiskState state;   /* internal XML only */
+    char *name;               /* target dev of the domain disk */
+    VbkTristate backup;       /* YES or NO after parsing */
+    VbkBackupDiskState state; /* internal XML only */
     VbkBackupDiskMode backupmode;
     char *incremental;
-    char *exportname;           /* pull mode only */
-    char *exportbitmap;         /* pull mode only */
-    VbkStorageSource *store;    /* target/scratch; NULL if backup='no' */
+    char *exportname;        /* pull mode only */
+    char *exportbitmap;      /* pull mode only */
+    VbkStorageSource *store; /* target/scratch; NULL if backup='no' */
 } VbkBackupDiskDef;
 
 typedef struct {
-    VbkBackupType type;         /* PUSH or PULL after parsing */
-    char *incremental;          /* checkpoint to start from, or NULL */
-    VbkBackupServer *server;    /* pull mode, or NULL */
+    VbkBackupType type;      /* PUSH or PULL after parsing */
+    char *incremental;       /* checkpoint to start from, or NULL */
+    VbkBackupServer *server; /* pull mode, or NULL */
     VbkTristate tls;
-    GPtrArray *disks;           /* VbkBackupDiskDef */
+    GPtrArray *disks; /* VbkBackupDiskDef */
     /* <privateData> of the internal (status) form */
-    char *tls_alias;            /* objects/TLSx509/@alias */
-    char *tls_secret_alias;     /* objects/secret[@type='tlskey']/@alias */
+    char *tls_alias;        /* objects/TLSx509/@alias */
+    char *tls_secret_alias; /* objects/secret[@type='tlskey']/@alias */
 } VbkBackupDef;
 
 typedef enum {
@@ -76,12 +76,10 @@ typedef enum {
 void vbk_backup_def_free(VbkBackupDef *def);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VbkBackupDef, vbk_backup_def_free)
 
-VbkBackupDef *vbk_backup_def_parse_string(const char *xml,
-                                          guint flags,
-                                          GError **error);
-VbkBackupDef *vbk_backup_def_parse_node(xmlNodePtr root,
-                                        guint flags,
-                                        GError **error);
+VbkBackupDef *
+vbk_backup_def_parse_string(const char *xml, guint flags, GError **error);
+VbkBackupDef *
+vbk_backup_def_parse_node(xmlNodePtr root, guint flags, GError **error);
 
 /* virDomainBackupAlignDisks: check the listed disks against @dom, add
  * the missing ones, default backupmode/incremental, generate target or

@@ -89,8 +89,7 @@ vbk_checkpoint_def_align_disks(VbkCheckpointDef *def, GError **error)
      * keeps an empty disk list rather than a half-aligned one. */
     requested = g_steal_pointer(&def->disks);
     def->disks = g_ptr_array_new_with_free_func(vbk_checkpoint_disk_def_free);
-    slots = g_ptr_array_new_full(dom->disks->len,
-                                 vbk_checkpoint_disk_def_free);
+    slots = g_ptr_array_new_full(dom->disks->len, vbk_checkpoint_disk_def_free);
     g_ptr_array_set_size(slots, dom->disks->len);
     if (!place_requested(def, slots, requested, error))
         return FALSE;
@@ -102,10 +101,10 @@ vbk_checkpoint_def_align_disks(VbkCheckpointDef *def, GError **error)
         if (!disk) {
             disk = g_new0(VbkCheckpointDiskDef, 1);
             disk->name = g_strdup(domdisk->dst);
-            disk->type = (vbk_domain_disk_is_empty(domdisk) ||
-                          domdisk->readonly)
-                             ? VBK_CHECKPOINT_TYPE_NONE
-                             : fallback;
+            disk->type =
+                (vbk_domain_disk_is_empty(domdisk) || domdisk->readonly)
+                    ? VBK_CHECKPOINT_TYPE_NONE
+                    : fallback;
         }
         slots->pdata[i] = NULL;
         g_ptr_array_add(def->disks, disk);

@@ -30,7 +30,10 @@
 #include <string.h>
 
 static const char *const checkpoint_type_names[] = {
-    "default", "no", "bitmap", NULL,
+    "default",
+    "no",
+    "bitmap",
+    NULL,
 };
 
 void
@@ -112,7 +115,7 @@ disk_parse(xmlNodePtr node, GError **error)
     }
     return disk;
 
- error:
+error:
     vbk_checkpoint_disk_def_free(disk);
     return NULL;
 }
@@ -129,16 +132,15 @@ parse_redefine(VbkCheckpointDef *def, xmlNodePtr root, GError **error)
                     _("a redefined checkpoint must have a name"));
         return FALSE;
     }
-    if (!ctime ||
-        !g_ascii_string_to_signed(ctime, 10, G_MININT64, G_MAXINT64, &val,
-                                  NULL)) {
+    if (!ctime || !g_ascii_string_to_signed(ctime, 10, G_MININT64, G_MAXINT64,
+                                            &val, NULL)) {
         g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_INTERNAL_ERROR, "%s",
                     _("missing creationTime from existing checkpoint"));
         return FALSE;
     }
     def->creation_time = val;
-    def->parent_name = vbk_xml_child_text(vbk_xml_child(root, "parent"),
-                                          "name");
+    def->parent_name =
+        vbk_xml_child_text(vbk_xml_child(root, "parent"), "name");
     if ((node = vbk_xml_child(root, "domain")) &&
         !(def->dom = vbk_domain_def_parse_node(node, 0, error)))
         return FALSE;
@@ -248,8 +250,9 @@ vbk_checkpoint_def_format_buf(VbkXmlBuf *buf,
     vbk_xml_buf_text_element(&parent, "name", def->parent_name);
     vbk_xml_buf_element(&child, "parent", NULL, &parent);
     if (def->creation_time)
-        vbk_xml_buf_printf(&child, "<creationTime>%" G_GINT64_FORMAT
-                           "</creationTime>\n", def->creation_time);
+        vbk_xml_buf_printf(
+            &child, "<creationTime>%" G_GINT64_FORMAT "</creationTime>\n",
+            def->creation_time);
     for (i = 0; i < def->disks->len; i++)
         disk_format(&disks, def->disks->pdata[i], flags);
     vbk_xml_buf_element(&child, "disks", NULL, &disks);

@@ -11,15 +11,15 @@ G_BEGIN_DECLS
 
 typedef enum {
     VBK_CHECKPOINT_TYPE_DEFAULT = 0,
-    VBK_CHECKPOINT_TYPE_NONE,     /* checkpoint='no' */
-    VBK_CHECKPOINT_TYPE_BITMAP,   /* checkpoint='bitmap' */
+    VBK_CHECKPOINT_TYPE_NONE,   /* checkpoint='no' */
+    VBK_CHECKPOINT_TYPE_BITMAP, /* checkpoint='bitmap' */
 } VbkCheckpointType;
 
 typedef struct {
-    char *name;                   /* target dev (or a source path on input) */
+    char *name; /* target dev (or a source path on input) */
     VbkCheckpointType type;
     char *bitmap;
-    guint64 size;                 /* printed with FORMAT_SIZE if size_valid */
+    guint64 size; /* printed with FORMAT_SIZE if size_valid */
     gboolean size_valid;
 } VbkCheckpointDiskDef;
 
@@ -27,9 +27,9 @@ typedef struct {
     char *name;
     char *description;
     char *parent_name;
-    gint64 creation_time;         /* seconds since the epoch */
-    GPtrArray *disks;             /* VbkCheckpointDiskDef */
-    VbkDomainDef *dom;            /* inactive definition, or NULL */
+    gint64 creation_time; /* seconds since the epoch */
+    GPtrArray *disks;     /* VbkCheckpointDiskDef */
+    VbkDomainDef *dom;    /* inactive definition, or NULL */
 } VbkCheckpointDef;
 
 /* Same values as virDomainCheckpointCreateFlags' REDEFINE. */
@@ -67,8 +67,7 @@ gboolean vbk_checkpoint_name_is_valid(const char *name);
 
 /* virDomainCheckpointAlignDisks: one entry per domain disk of def->dom,
  * in domain order; defaults and bitmap names filled in. */
-gboolean vbk_checkpoint_def_align_disks(VbkCheckpointDef *def,
-                                        GError **error);
+gboolean vbk_checkpoint_def_align_disks(VbkCheckpointDef *def, GError **error);
 
 /* Bitmap names default to the checkpoint name. */
 void vbk_checkpoint_def_assign_bitmap_names(VbkCheckpointDef *def);

@@ -24,9 +24,9 @@
 #define TEST_NS "http://libvirt.org/schemas/domain/test/1.0"
 
 static const char *const virt_type_names[] = {
-    "none", "qemu", "kqemu", "kvm", "xen", "lxc", "uml", "openvz", "test",
-    "vmware", "hyperv", "vbox", "phyp", "parallels", "bhyve", "vz", "hvf",
-    NULL,
+    "none", "qemu",      "kqemu", "kvm",    "xen",    "lxc",
+    "uml",  "openvz",    "test",  "vmware", "hyperv", "vbox",
+    "phyp", "parallels", "bhyve", "vz",     "hvf",    NULL,
 };
 
 static const char *const disk_device_names[] = {
@@ -107,8 +107,8 @@ parse_uuid(VbkDomainDef *def, xmlNodePtr root, GError **error)
     if (!node) {
         g_autofree char *gen = g_uuid_string_random();
         xmlNodePtr name = vbk_xml_child(root, "name");
-        xmlNodePtr n = xmlNewDocNode(def->doc, NULL, BAD_CAST "uuid",
-                                     BAD_CAST gen);
+        xmlNodePtr n =
+            xmlNewDocNode(def->doc, NULL, BAD_CAST "uuid", BAD_CAST gen);
         g_strlcpy(def->uuid, gen, sizeof(def->uuid));
         if (name)
             xmlAddNextSibling(name, n);
@@ -135,11 +135,11 @@ parse_memory(VbkDomainDef *def, xmlNodePtr root, GError **error)
         const char *unit;
         guint64 bytes;
     } units[] = {
-        { "b", 1 }, { "bytes", 1 }, { "KB", 1000 }, { "k", 1024 },
-        { "KiB", 1024 }, { "MB", 1000000 }, { "M", 1 << 20 },
-        { "MiB", 1 << 20 }, { "GB", 1000000000 }, { "G", 1 << 30 },
-        { "GiB", 1 << 30 }, { "TB", 1000000000000ULL },
-        { "T", 1ULL << 40 }, { "TiB", 1ULL << 40 },
+        {"b", 1},          {"bytes", 1},        {"KB", 1000},
+        {"k", 1024},       {"KiB", 1024},       {"MB", 1000000},
+        {"M", 1 << 20},    {"MiB", 1 << 20},    {"GB", 1000000000},
+        {"G", 1 << 30},    {"GiB", 1 << 30},    {"TB", 1000000000000ULL},
+        {"T", 1ULL << 40}, {"TiB", 1ULL << 40},
     };
     xmlNodePtr node = vbk_xml_child(root, "memory");
     g_autofree char *text = vbk_xml_node_text(node);
@@ -297,8 +297,7 @@ parse_disks(VbkDomainDef *def, xmlNodePtr root, GError **error)
                 g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR,
                             _("target '%s' duplicated for disk sources "
                               "'%s' and '%s'"),
-                            disk->dst,
-                            other->src->path ? other->src->path : "",
+                            disk->dst, other->src->path ? other->src->path : "",
                             disk->src->path ? disk->src->path : "");
                 disk_free(disk);
                 return FALSE;
@@ -387,8 +386,8 @@ domain_parse_doc(xmlDocPtr doc, guint flags, GError **error)
 VbkDomainDef *
 vbk_domain_def_parse_string(const char *xml, guint flags, GError **error)
 {
-    xmlDocPtr doc = vbk_xml_parse(xml, -1, _("(domain_definition)"),
-                                  "domain", error);
+    xmlDocPtr doc =
+        vbk_xml_parse(xml, -1, _("(domain_definition)"), "domain", error);
 
     if (!doc)
         return NULL;
@@ -431,8 +430,7 @@ void
 vbk_domain_def_format_buf(VbkXmlBuf *buf, const VbkDomainDef *def, guint flags)
 {
     vbk_xml_buf_node(buf, xmlDocGetRootElement(def->doc),
-                     (flags & VBK_DOMAIN_FORMAT_SECURE) ? NULL
-                                                        : skip_insecure);
+                     (flags & VBK_DOMAIN_FORMAT_SECURE) ? NULL : skip_insecure);
 }
 
 char *
@@ -503,8 +501,8 @@ vbk_domain_disk_set_source(VbkDomainDisk *disk,
                            const char *format)
 {
     xmlNodePtr source = vbk_xml_child(disk->node, "source");
-    const char *attr = disk->src->type == VBK_STORAGE_TYPE_BLOCK ? "dev"
-                                                                 : "file";
+    const char *attr =
+        disk->src->type == VBK_STORAGE_TYPE_BLOCK ? "dev" : "file";
 
     if (!source) {
         xmlNodePtr driver = vbk_xml_child(disk->node, "driver");
@@ -522,8 +520,8 @@ vbk_domain_disk_set_source(VbkDomainDisk *disk,
     if (format) {
         xmlNodePtr driver = vbk_xml_child(disk->node, "driver");
         if (!driver) {
-            driver = xmlNewDocNode(disk->node->doc, NULL, BAD_CAST "driver",
-                                   NULL);
+            driver =
+                xmlNewDocNode(disk->node->doc, NULL, BAD_CAST "driver", NULL);
             xmlAddPrevSibling(source, driver);
         }
         xmlSetProp(driver, BAD_CAST "type", BAD_CAST format);

@@ -22,35 +22,35 @@ typedef enum {
 typedef struct _VbkDomainStorage VbkDomainStorage;
 struct _VbkDomainStorage {
     VbkStorageType type;
-    char *path;        /* file, dev, dir, or network name; NULL if empty */
-    char *format;      /* driver/@type or format/@type; NULL if unset */
-    guint index;       /* backingStore/@index, 0 if none */
+    char *path;   /* file, dev, dir, or network name; NULL if empty */
+    char *format; /* driver/@type or format/@type; NULL if unset */
+    guint index;  /* backingStore/@index, 0 if none */
     VbkDomainStorage *backing; /* next layer down, or NULL */
 };
 
 typedef struct {
     VbkDomainDiskDevice device;
     char *driver_name;
-    VbkDomainStorage *src;  /* never NULL */
-    char *dst;              /* target/@dev */
-    char *bus;              /* target/@bus */
-    gboolean readonly;      /* <readonly/>, or a cdrom */
+    VbkDomainStorage *src; /* never NULL */
+    char *dst;             /* target/@dev */
+    char *bus;             /* target/@bus */
+    gboolean readonly;     /* <readonly/>, or a cdrom */
     gboolean shareable;
-    xmlNodePtr node;        /* the <disk> element inside the owning def */
+    xmlNodePtr node; /* the <disk> element inside the owning def */
 } VbkDomainDisk;
 
 typedef struct {
-    xmlDocPtr doc;          /* owns the whole <domain> element */
-    char *virt_type;        /* domain/@type */
+    xmlDocPtr doc;   /* owns the whole <domain> element */
+    char *virt_type; /* domain/@type */
     char *name;
-    char uuid[37];          /* lower-case canonical form */
-    guint64 memory_kib;     /* 0 if absent */
-    guint vcpus;            /* 0 if absent */
+    char uuid[37];      /* lower-case canonical form */
+    guint64 memory_kib; /* 0 if absent */
+    guint vcpus;        /* 0 if absent */
     char *os_type;
     char *os_arch;
     char *os_machine;
-    GPtrArray *disks;       /* VbkDomainDisk, document order */
-    int test_runstate;      /* test:runstate (test driver), -1 absent */
+    GPtrArray *disks;  /* VbkDomainDisk, document order */
+    int test_runstate; /* test:runstate (test driver), -1 absent */
     gboolean test_transient;
 } VbkDomainDef;
 
@@ -64,22 +64,19 @@ typedef enum {
     VBK_DOMAIN_FORMAT_SECURE = 1 << 0,
 } VbkDomainFormatFlags;
 
-VbkDomainDef *vbk_domain_def_parse_string(const char *xml,
-                                          guint flags,
-                                          GError **error);
+VbkDomainDef *
+vbk_domain_def_parse_string(const char *xml, guint flags, GError **error);
 /* Parse a <domain> element of another document (checkpoint, node);
  * the def keeps its own copy. */
-VbkDomainDef *vbk_domain_def_parse_node(xmlNodePtr node,
-                                        guint flags,
-                                        GError **error);
+VbkDomainDef *
+vbk_domain_def_parse_node(xmlNodePtr node, guint flags, GError **error);
 VbkDomainDef *vbk_domain_def_copy(const VbkDomainDef *def);
 void vbk_domain_def_free(VbkDomainDef *def);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VbkDomainDef, vbk_domain_def_free)
 
 /* Formatting: libvirt's layout, all unmodeled content kept. */
-void vbk_domain_def_format_buf(VbkXmlBuf *buf,
-                               const VbkDomainDef *def,
-                               guint flags);
+void
+vbk_domain_def_format_buf(VbkXmlBuf *buf, const VbkDomainDef *def, guint flags);
 char *vbk_domain_def_format(const VbkDomainDef *def, guint flags);
 
 /* The disk whose target is @name, or else the single disk whose source

@@ -55,14 +55,14 @@ static gboolean
 parse_cpu(VbkNodeDef *def, xmlNodePtr root, GError **error)
 {
     xmlNodePtr cpu = vbk_xml_child(root, "cpu");
-    guint64 v[6] = { 0 };
+    guint64 v[6] = {0};
     static const char *const names[] = {
         "mhz", "nodes", "sockets", "cores", "threads", "active",
     };
     gsize i;
 
-    if (!parse_uint_child(root, "memory", G_MAXUINT64 / 1024,
-                          &def->memory_kib, error))
+    if (!parse_uint_child(root, "memory", G_MAXUINT64 / 1024, &def->memory_kib,
+                          error))
         return FALSE;
     if (!cpu)
         return TRUE;
@@ -128,8 +128,8 @@ node_parse_root(xmlNodePtr root, const char *base_dir, GError **error)
     g_autoptr(VbkNodeDef) def = g_new0(VbkNodeDef, 1);
     xmlNodePtr cur;
 
-    def->domains = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_domain_def_free);
+    def->domains =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_domain_def_free);
     if (!parse_cpu(def, root, error))
         return NULL;
 
@@ -152,8 +152,8 @@ node_parse_root(xmlNodePtr root, const char *base_dir, GError **error)
 VbkNodeDef *
 vbk_node_def_parse_string(const char *xml, const char *base_dir, GError **error)
 {
-    g_autoptr(xmlDoc) doc = vbk_xml_parse(xml, -1, _("(test driver)"),
-                                          "node", error);
+    g_autoptr(xmlDoc) doc =
+        vbk_xml_parse(xml, -1, _("(test driver)"), "node", error);
 
     if (!doc)
         return NULL;
@@ -212,8 +212,8 @@ vbk_node_def_load_fixture(const char *path, GError **error)
     if (!(dom = vbk_domain_def_parse_node(root, 0, error)))
         return NULL;
     def = g_new0(VbkNodeDef, 1);
-    def->domains = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_domain_def_free);
+    def->domains =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_domain_def_free);
     g_ptr_array_add(def->domains, dom);
     return def;
 }

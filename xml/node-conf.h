@@ -9,11 +9,11 @@
 G_BEGIN_DECLS
 
 typedef struct {
-    GPtrArray *domains;     /* VbkDomainDef, document order */
-    guint cpu_mhz;          /* <cpu><mhz>, 0 if absent */
+    GPtrArray *domains; /* VbkDomainDef, document order */
+    guint cpu_mhz;      /* <cpu><mhz>, 0 if absent */
     guint cpu_nodes, cpu_sockets, cpu_cores, cpu_threads, cpu_active;
     char *cpu_model;
-    guint64 memory_kib;     /* <memory>, 0 if absent */
+    guint64 memory_kib; /* <memory>, 0 if absent */
 } VbkNodeDef;
 
 void vbk_node_def_free(VbkNodeDef *def);
@@ -33,7 +33,6 @@ VbkNodeDef *vbk_node_def_parse_file(const char *path, GError **error);
  * node def (a bare domain becomes a node holding that one domain). */
 VbkNodeDef *vbk_node_def_load_fixture(const char *path, GError **error);
 
-VbkDomainDef *vbk_node_def_find_domain(const VbkNodeDef *def,
-                                       const char *name);
+VbkDomainDef *vbk_node_def_find_domain(const VbkNodeDef *def, const char *name);
 
 G_END_DECLS

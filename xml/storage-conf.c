@@ -20,13 +20,13 @@
 #include <glib/gi18n-lib.h>
 
 const char *const vbk_storage_type_names[] = {
-    "none", "file", "block", "dir", "network", "volume", "nvme", "vhostuser",
-    NULL,
+    "none",   "file", "block",     "dir", "network",
+    "volume", "nvme", "vhostuser", NULL,
 };
 
 const char *const vbk_storage_format_names[] = {
-    "none", "raw", "dir", "bochs", "cloop", "dmg", "iso", "vpc", "vdi",
-    "fat", "vhd", "ploop", "cow", "qcow", "qcow2", "qed", "vmdk", NULL,
+    "none", "raw", "dir",   "bochs", "cloop", "dmg",   "iso", "vpc",  "vdi",
+    "fat",  "vhd", "ploop", "cow",   "qcow",  "qcow2", "qed", "vmdk", NULL,
 };
 
 static const char *const encryption_format_names[] = {
@@ -34,7 +34,10 @@ static const char *const encryption_format_names[] = {
 };
 
 static const char *const encryption_engine_names[] = {
-    "default", "qemu", "librbd", NULL,
+    "default",
+    "qemu",
+    "librbd",
+    NULL,
 };
 
 static void
@@ -205,8 +208,8 @@ encryption_parse(VbkStorageSource *src, xmlNodePtr node, GError **error)
         return FALSE;
     }
     enc->format = val;
-    if (vbk_xml_prop_enum(node, "engine", encryption_engine_names, FALSE,
-                          TRUE, &enc->engine, error) < 0)
+    if (vbk_xml_prop_enum(node, "engine", encryption_engine_names, FALSE, TRUE,
+                          &enc->engine, error) < 0)
         return FALSE;
     for (cur = node->children; cur; cur = cur->next) {
         if (vbk_xml_node_is(cur, "secret") && !secret_parse(enc, cur, error))
@@ -218,9 +221,7 @@ encryption_parse(VbkStorageSource *src, xmlNodePtr node, GError **error)
 }
 
 gboolean
-vbk_storage_source_parse(VbkStorageSource *src,
-                         xmlNodePtr node,
-                         GError **error)
+vbk_storage_source_parse(VbkStorageSource *src, xmlNodePtr node, GError **error)
 {
     xmlNodePtr cur;
 
@@ -254,7 +255,8 @@ encryption_format(VbkXmlBuf *buf, const VbkEncryption *enc)
     vbk_xml_buf_init_child(&child, buf);
     vbk_xml_buf_attr(&attrs, "format", encryption_format_names[enc->format]);
     if (enc->engine)
-        vbk_xml_buf_attr(&attrs, "engine", encryption_engine_names[enc->engine]);
+        vbk_xml_buf_attr(&attrs, "engine",
+                         encryption_engine_names[enc->engine]);
     for (i = 0; i < enc->secrets->len; i++) {
         const VbkEncryptionSecret *sec = enc->secrets->pdata[i];
         vbk_xml_buf_add(&child, "<secret type='passphrase'");

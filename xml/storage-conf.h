@@ -36,7 +36,7 @@ typedef struct {
 } VbkSeclabel;
 
 typedef struct {
-    char *uuid;   /* exactly one of uuid and usage is set */
+    char *uuid; /* exactly one of uuid and usage is set */
     char *usage;
 } VbkEncryptionSecret;
 
@@ -49,8 +49,8 @@ typedef enum {
 
 typedef struct {
     VbkEncryptionFormat format;
-    int engine;                /* 0 default, 1 qemu, 2 librbd */
-    GPtrArray *secrets;        /* VbkEncryptionSecret */
+    int engine;         /* 0 default, 1 qemu, 2 librbd */
+    GPtrArray *secrets; /* VbkEncryptionSecret */
     char *cipher_name;
     guint cipher_size;
     char *cipher_mode;

@@ -99,10 +99,10 @@ run_backup(const Options *opts, const char *xml, GError **error)
     if (opts->domain_file) {
         if (!(dom = load_domain(opts, error)))
             return NULL;
-        suffix = opts->suffix ? g_strdup(opts->suffix)
-                              : g_strdup_printf("%" G_GINT64_FORMAT,
-                                                g_get_real_time() /
-                                                    G_USEC_PER_SEC);
+        suffix = opts->suffix
+                     ? g_strdup(opts->suffix)
+                     : g_strdup_printf("%" G_GINT64_FORMAT,
+                                       g_get_real_time() / G_USEC_PER_SEC);
         if (!vbk_backup_def_align_disks(def, dom, suffix, error))
             return NULL;
     }
@@ -152,29 +152,29 @@ usage_error(GOptionContext *ctx, const char *msg)
 int
 main(int argc, char **argv)
 {
-    Options opts = { 0 };
+    Options opts = {0};
     g_autoptr(GOptionContext) ctx = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree char *xml = NULL;
     g_autofree char *out = NULL;
     GOptionEntry entries[] = {
-        { "domain", 0, 0, G_OPTION_ARG_FILENAME, &opts.domain_file,
-          N_("align against this <domain> or <node> fixture"), "FILE" },
-        { "domain-name", 0, 0, G_OPTION_ARG_STRING, &opts.domain_name,
-          N_("domain to use from a <node> fixture"), "NAME" },
-        { "suffix", 0, 0, G_OPTION_ARG_STRING, &opts.suffix,
-          N_("suffix of generated backup file names (default: now)"), "S" },
-        { "internal", 0, 0, G_OPTION_ARG_NONE, &opts.internal,
-          N_("backup: the internal (status) form"), NULL },
-        { "redefine", 0, 0, G_OPTION_ARG_NONE, &opts.redefine,
-          N_("checkpoint: parse as a redefinition"), NULL },
-        { "creation-time", 0, 0, G_OPTION_ARG_INT64, &opts.creation_time,
-          N_("checkpoint: creation time to use (default: now)"), "SECS" },
-        { "no-domain", 0, 0, G_OPTION_ARG_NONE, &opts.no_domain,
-          N_("checkpoint: do not print the nested <domain>"), NULL },
-        { "no-validate", 0, 0, G_OPTION_ARG_NONE, &opts.no_validate,
-          N_("skip the RelaxNG check against libvirt's schemas"), NULL },
-        { NULL, 0, 0, 0, NULL, NULL, NULL },
+        {"domain", 0, 0, G_OPTION_ARG_FILENAME, &opts.domain_file,
+         N_("align against this <domain> or <node> fixture"), "FILE"},
+        {"domain-name", 0, 0, G_OPTION_ARG_STRING, &opts.domain_name,
+         N_("domain to use from a <node> fixture"), "NAME"},
+        {"suffix", 0, 0, G_OPTION_ARG_STRING, &opts.suffix,
+         N_("suffix of generated backup file names (default: now)"), "S"},
+        {"internal", 0, 0, G_OPTION_ARG_NONE, &opts.internal,
+         N_("backup: the internal (status) form"), NULL},
+        {"redefine", 0, 0, G_OPTION_ARG_NONE, &opts.redefine,
+         N_("checkpoint: parse as a redefinition"), NULL},
+        {"creation-time", 0, 0, G_OPTION_ARG_INT64, &opts.creation_time,
+         N_("checkpoint: creation time to use (default: now)"), "SECS"},
+        {"no-domain", 0, 0, G_OPTION_ARG_NONE, &opts.no_domain,
+         N_("checkpoint: do not print the nested <domain>"), NULL},
+        {"no-validate", 0, 0, G_OPTION_ARG_NONE, &opts.no_validate,
+         N_("skip the RelaxNG check against libvirt's schemas"), NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
 
     setlocale(LC_ALL, "");
@@ -184,8 +184,8 @@ main(int argc, char **argv)
 
     ctx = g_option_context_new(_("backup|checkpoint FILE"));
     g_option_context_add_main_entries(ctx, entries, GETTEXT_PACKAGE);
-    g_option_context_set_summary(ctx,
-        _("Parse, align and format libvirt backup and checkpoint XML."));
+    g_option_context_set_summary(
+        ctx, _("Parse, align and format libvirt backup and checkpoint XML."));
     if (!g_option_context_parse(ctx, &argc, &argv, &err))
         return usage_error(ctx, err->message);
     if (argc != 3)

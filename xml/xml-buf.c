@@ -271,7 +271,8 @@ vbk_xml_buf_node(VbkXmlBuf *buf, xmlNodePtr node, VbkXmlAttrSkipFunc skip)
             has_elements = TRUE;
             vbk_xml_buf_node(&children, cur, skip);
         } else if ((cur->type == XML_TEXT_NODE ||
-                    cur->type == XML_CDATA_SECTION_NODE) && cur->content) {
+                    cur->type == XML_CDATA_SECTION_NODE) &&
+                   cur->content) {
             g_string_append(text, (const char *) cur->content);
         }
     }
@@ -291,9 +292,8 @@ vbk_xml_buf_node(VbkXmlBuf *buf, xmlNodePtr node, VbkXmlAttrSkipFunc skip)
         }
         g_string_append(buf->str, children.str->str);
         vbk_xml_buf_printf(buf, "</%s>\n", name);
-    } else if (text->len > 0 &&
-               !(is_blank((const xmlChar *) text->str) &&
-                 strchr(text->str, '\n'))) {
+    } else if (text->len > 0 && !(is_blank((const xmlChar *) text->str) &&
+                                  strchr(text->str, '\n'))) {
         vbk_xml_buf_add(buf, ">");
         vbk_xml_buf_escape(buf, text->str);
         vbk_xml_buf_printf(buf, "</%s>\n", name);

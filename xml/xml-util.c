@@ -21,9 +21,9 @@
 #include <glib/gi18n-lib.h>
 #include <string.h>
 
-G_DEFINE_QUARK(vbk-xml-error-quark, vbk_xml_error)
+G_DEFINE_QUARK(vbk - xml - error - quark, vbk_xml_error)
 
-const char *const vbk_tristate_names[] = { "default", "yes", "no", NULL };
+const char *const vbk_tristate_names[] = {"default", "yes", "no", NULL};
 
 char *
 vbk_xml_error_format_full(const GError *err)
@@ -77,14 +77,14 @@ vbk_xml_error_format_full(const GError *err)
 
 typedef struct {
     gboolean saw_doctype;
-    char *first_error;    /* the first fatal error, formatted */
+    char *first_error; /* the first fatal error, formatted */
     const char *label;
 } ParseGuard;
 
 #if LIBXML_VERSION >= 21200
-# define VBK_XML_CONST_ERROR const
+#define VBK_XML_CONST_ERROR const
 #else
-# define VBK_XML_CONST_ERROR
+#define VBK_XML_CONST_ERROR
 #endif
 
 static void
@@ -132,9 +132,9 @@ parse_guard_error(void *user, VBK_XML_CONST_ERROR xmlError *xerr)
     for (i = 0; i < col && i < context->len; i++)
         g_string_append_c(pointer, context->str[i] == '\t' ? '\t' : '-');
     g_string_append_c(pointer, '^');
-    guard->first_error = g_strdup_printf(_("%s:%d: %s%s\n%s"), guard->label,
-                                         xerr->line, xerr->message,
-                                         context->str, pointer->str);
+    guard->first_error =
+        g_strdup_printf(_("%s:%d: %s%s\n%s"), guard->label, xerr->line,
+                        xerr->message, context->str, pointer->str);
 }
 
 static gboolean
@@ -159,7 +159,7 @@ vbk_xml_parse(const char *str,
               GError **error)
 {
     const int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
-    ParseGuard guard = { FALSE, NULL, label };
+    ParseGuard guard = {FALSE, NULL, label};
     xmlParserCtxtPtr ctxt;
     g_autoptr(xmlDoc) doc = NULL;
     xmlNodePtr top;
@@ -169,8 +169,8 @@ vbk_xml_parse(const char *str,
         len = strlen(str);
     if (len > VBK_XML_MAX_DOC_SIZE) {
         g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR,
-                    _("XML document is too large: %zd bytes (limit %d)"),
-                    len, VBK_XML_MAX_DOC_SIZE);
+                    _("XML document is too large: %zd bytes (limit %d)"), len,
+                    VBK_XML_MAX_DOC_SIZE);
         return NULL;
     }
 
@@ -260,8 +260,8 @@ schema_load(const char *path, GError **error)
 
     G_LOCK(schema_cache);
     if (!schema_cache)
-        schema_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                             NULL);
+        schema_cache =
+            g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     schema = g_hash_table_lookup(schema_cache, path);
     if (!schema && (pctxt = xmlRelaxNGNewParserCtxt(path))) {
         xmlRelaxNGSetParserStructuredErrors(pctxt, collect_error, msgs);
@@ -384,8 +384,8 @@ vbk_xml_prop_enum(xmlNodePtr node,
         if (!required)
             return 0;
         g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR,
-                    _("Missing required attribute '%s' in element '%s'"),
-                    name, (const char *) node->name);
+                    _("Missing required attribute '%s' in element '%s'"), name,
+                    (const char *) node->name);
         return -1;
     }
     v = vbk_xml_enum_from_string(table, str);
@@ -414,8 +414,8 @@ vbk_xml_prop_uint(xmlNodePtr node,
         if (!required)
             return 0;
         g_set_error(error, VBK_XML_ERROR, VBK_XML_ERR_XML_ERROR,
-                    _("Missing required attribute '%s' in element '%s'"),
-                    name, (const char *) node->name);
+                    _("Missing required attribute '%s' in element '%s'"), name,
+                    (const char *) node->name);
         return -1;
     }
     if (!g_ascii_string_to_unsigned(str, 10, 0, G_MAXUINT, &v, NULL)) {

@@ -15,7 +15,7 @@ G_BEGIN_DECLS
 /* Same value and meaning as VBK_XML_ERROR in <vbackup/vbackup-error.h>;
  * the xml layer defines its own quark so that it does not link core/. */
 #ifndef VBK_XML_ERROR
-# define VBK_XML_ERROR (vbk_xml_error_quark())
+#define VBK_XML_ERROR (vbk_xml_error_quark())
 #endif
 GQuark vbk_xml_error_quark(void);
 
@@ -131,9 +131,8 @@ void vbk_xml_buf_escape(VbkXmlBuf *buf, const char *text);
 /* " name='value'" (escaped), nothing when @value is NULL. */
 void vbk_xml_buf_attr(VbkXmlBuf *buf, const char *name, const char *value);
 /* "<name>value</name>\n" (escaped), nothing when @value is NULL. */
-void vbk_xml_buf_text_element(VbkXmlBuf *buf,
-                              const char *name,
-                              const char *value);
+void
+vbk_xml_buf_text_element(VbkXmlBuf *buf, const char *name, const char *value);
 /* Write <name ATTRS/> or <name ATTRS>\nCHILDREN</name>, or nothing if
  * both buffers are empty (NULL counts as empty); clears both. */
 void vbk_xml_buf_element(VbkXmlBuf *buf,

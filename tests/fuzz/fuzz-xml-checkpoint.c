@@ -21,8 +21,7 @@ roundtrip(const char *xml, guint flags)
     g_autofree char *out2 = NULL;
     const guint fmt = VBK_CHECKPOINT_FORMAT_SECURE | VBK_CHECKPOINT_FORMAT_SIZE;
 
-    if (!(def = vbk_checkpoint_def_parse_string(xml, 1525889631, flags,
-                                                NULL)))
+    if (!(def = vbk_checkpoint_def_parse_string(xml, 1525889631, flags, NULL)))
         return;
     if (def->dom) {
         if (!vbk_checkpoint_def_align_disks(def, NULL))
@@ -35,9 +34,8 @@ roundtrip(const char *xml, guint flags)
      * cannot be redefined again */
     if (def->creation_time == 0)
         return;
-    again = vbk_checkpoint_def_parse_string(out, 1,
-                                            VBK_CHECKPOINT_PARSE_REDEFINE,
-                                            NULL);
+    again = vbk_checkpoint_def_parse_string(
+        out, 1, VBK_CHECKPOINT_PARSE_REDEFINE, NULL);
     if (!again)
         abort();
     out2 = vbk_checkpoint_def_format(again, fmt);

@@ -54,12 +54,12 @@ assert_xmllint_valid(const char *xml, const char *rng)
 {
     g_autofree char *dir = vbk_test_tmpdir_new();
     g_autofree char *file = g_build_filename(dir, "doc.xml", NULL);
-    g_autofree char *schema = g_build_filename("/usr/share/libvirt/schemas",
-                                               rng, NULL);
+    g_autofree char *schema =
+        g_build_filename("/usr/share/libvirt/schemas", rng, NULL);
     g_autofree char *out = NULL;
     g_autofree char *err = NULL;
-    const char *argv[] = { "xmllint", "--noout", "--relaxng", schema, file,
-                           NULL };
+    const char *argv[] = {"xmllint", "--noout", "--relaxng",
+                          schema,    file,      NULL};
     int rc;
 
     ck_assert(g_file_set_contents(file, xml, -1, NULL));
@@ -82,9 +82,10 @@ fake_domain(const VbkBackupDef *req)
     guint i;
 
     for (i = 0; i <= req->disks->len; i++) {
-        const char *dst = i < req->disks->len
-                              ? ((VbkBackupDiskDef *) req->disks->pdata[i])->name
-                              : "vdextradisk";
+        const char *dst =
+            i < req->disks->len
+                ? ((VbkBackupDiskDef *) req->disks->pdata[i])->name
+                : "vdextradisk";
         g_string_append_printf(xml,
                                "<disk type='file' device='disk'>"
                                "<driver name='qemu' type='qcow2'/>"
@@ -113,8 +114,8 @@ START_TEST(test_backup_fixtures)
         g_autoptr(GError) err = NULL;
         g_autoptr(VbkBackupDef) def = NULL;
         g_autoptr(VbkDomainDef) dom = NULL;
-        guint flags = internal ? VBK_BACKUP_PARSE_INTERNAL
-                               : VBK_BACKUP_PARSE_VALIDATE;
+        guint flags =
+            internal ? VBK_BACKUP_PARSE_INTERNAL : VBK_BACKUP_PARSE_VALIDATE;
 
         def = vbk_backup_def_parse_string(in, flags, &err);
         ck_assert_msg(def != NULL, "%s: %s", name, err ? err->message : "");
@@ -141,10 +142,10 @@ static const struct {
     gint64 now;
     guint flags;
 } checkpoint_cases[] = {
-    { "empty", 1525889631, TEST_VDA_BITMAP },
-    { "disk-default", 1525889631, TEST_PARENT | TEST_VDA_BITMAP },
-    { "sample", 1525889631, TEST_PARENT | TEST_VDA_BITMAP },
-    { "size", 1553648510, TEST_PARENT | TEST_VDA_BITMAP | TEST_SIZE },
+    {"empty", 1525889631, TEST_VDA_BITMAP},
+    {"disk-default", 1525889631, TEST_PARENT | TEST_VDA_BITMAP},
+    {"sample", 1525889631, TEST_PARENT | TEST_VDA_BITMAP},
+    {"size", 1553648510, TEST_PARENT | TEST_VDA_BITMAP | TEST_SIZE},
 };
 
 static void
@@ -182,8 +183,8 @@ START_TEST(test_checkpoint_inout)
     const char *name = checkpoint_cases[_i].name;
     g_autofree char *file = g_strdup_printf("%s.xml", name);
     g_autofree char *in = read_fixture("qemudomaincheckpointxml2xmlin", file);
-    g_autofree char *expect = read_fixture("qemudomaincheckpointxml2xmlout",
-                                           file);
+    g_autofree char *expect =
+        read_fixture("qemudomaincheckpointxml2xmlout", file);
     g_autofree char *got = NULL;
     g_autoptr(GError) err = NULL;
     g_autoptr(VbkCheckpointDef) def = NULL;
@@ -201,16 +202,15 @@ END_TEST
 
 START_TEST(test_checkpoint_redefine)
 {
-    g_autofree char *in = read_fixture("qemudomaincheckpointxml2xmlout",
-                                       "redefine.xml");
+    g_autofree char *in =
+        read_fixture("qemudomaincheckpointxml2xmlout", "redefine.xml");
     g_autofree char *got = NULL;
     g_autoptr(GError) err = NULL;
     g_autoptr(VbkCheckpointDef) def = NULL;
 
-    def = vbk_checkpoint_def_parse_string(in, 0,
-                                          VBK_CHECKPOINT_PARSE_REDEFINE |
-                                              VBK_CHECKPOINT_PARSE_VALIDATE,
-                                          &err);
+    def = vbk_checkpoint_def_parse_string(
+        in, 0, VBK_CHECKPOINT_PARSE_REDEFINE | VBK_CHECKPOINT_PARSE_VALIDATE,
+        &err);
     ck_assert_msg(def != NULL, "%s", err ? err->message : "");
     ck_assert_ptr_nonnull(def->dom);
     got = vbk_checkpoint_def_format(def, VBK_CHECKPOINT_FORMAT_SECURE);
@@ -229,8 +229,7 @@ END_TEST
  * schema as in libvirt, and by vbackup's own checks without it. */
 START_TEST(test_checkpoint_invalid)
 {
-    static const char *const names[] = { "disk-invalid.xml",
-                                         "name-invalid.xml" };
+    static const char *const names[] = {"disk-invalid.xml", "name-invalid.xml"};
     const char *name = names[_i];
     g_autofree char *in = read_fixture("qemudomaincheckpointxml2xmlin", name);
     g_autoptr(GError) err = NULL;
@@ -253,10 +252,10 @@ END_TEST
 START_TEST(test_schema_fixtures)
 {
     static const char *const dirs[][2] = {
-        { "domainbackupxml2xmlin", "domainbackup.rng" },
-        { "domainbackupxml2xmlout", "domainbackup.rng" },
-        { "qemudomaincheckpointxml2xmlin", "domaincheckpoint.rng" },
-        { "qemudomaincheckpointxml2xmlout", "domaincheckpoint.rng" },
+        {"domainbackupxml2xmlin", "domainbackup.rng"},
+        {"domainbackupxml2xmlout", "domainbackup.rng"},
+        {"qemudomaincheckpointxml2xmlin", "domaincheckpoint.rng"},
+        {"qemudomaincheckpointxml2xmlout", "domaincheckpoint.rng"},
     };
     g_autoptr(GPtrArray) names = list_fixtures(dirs[_i][0]);
     guint i;

@@ -12,7 +12,8 @@
 #include <string.h>
 
 static const char rich_domain[] =
-    "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
+    "<domain type='kvm' "
+    "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
     "  <name>guest</name>\n"
     "  <uuid>C7A5FDBDEDAF9455926AD65C16DB1809</uuid>\n"
     "  <description>a &amp; b &lt;c&gt; it's</description>\n"
@@ -50,8 +51,8 @@ static const char rich_domain[] =
 START_TEST(test_domain_model)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(VbkDomainDef) def = vbk_domain_def_parse_string(rich_domain, 0,
-                                                              &err);
+    g_autoptr(VbkDomainDef) def =
+        vbk_domain_def_parse_string(rich_domain, 0, &err);
     VbkDomainDisk *vda;
     VbkDomainDisk *hdc;
 
@@ -81,10 +82,10 @@ END_TEST
 
 START_TEST(test_domain_lossless)
 {
-    g_autoptr(VbkDomainDef) def = vbk_domain_def_parse_string(rich_domain, 0,
-                                                              NULL);
-    g_autofree char *secure = vbk_domain_def_format(def,
-                                                    VBK_DOMAIN_FORMAT_SECURE);
+    g_autoptr(VbkDomainDef) def =
+        vbk_domain_def_parse_string(rich_domain, 0, NULL);
+    g_autofree char *secure =
+        vbk_domain_def_format(def, VBK_DOMAIN_FORMAT_SECURE);
     g_autofree char *plain = vbk_domain_def_format(def, 0);
     g_autofree char *expect = NULL;
     g_autoptr(GString) e = g_string_new(rich_domain);
@@ -107,7 +108,8 @@ START_TEST(test_domain_uuid_generated)
     g_autofree char *out = vbk_domain_def_format(def, 0);
     g_autofree char *expect = g_strdup_printf(
         "<domain type='test'>\n  <name>t</name>\n  <uuid>%s</uuid>\n"
-        "</domain>\n", def->uuid);
+        "</domain>\n",
+        def->uuid);
 
     ck_assert(g_uuid_string_is_valid(def->uuid));
     ck_assert_str_eq(out, expect);
@@ -116,8 +118,8 @@ END_TEST
 
 START_TEST(test_domain_set_source)
 {
-    g_autoptr(VbkDomainDef) def = vbk_domain_def_parse_string(rich_domain, 0,
-                                                              NULL);
+    g_autoptr(VbkDomainDef) def =
+        vbk_domain_def_parse_string(rich_domain, 0, NULL);
     g_autoptr(VbkDomainDef) copy = NULL;
     g_autofree char *out = NULL;
     VbkDomainDisk *vda = def->disks->pdata[0];
@@ -141,11 +143,14 @@ START_TEST(test_node_fixture)
     g_autoptr(VbkNodeDef) def = NULL;
     VbkDomainDef *d;
 
-    ck_assert(g_file_set_contents(dom,
+    ck_assert(g_file_set_contents(
+        dom,
         "<domain type='test'><name>fromfile</name><memory>1024</memory>"
         "<devices><disk type='file'><source file='/x.qcow2'/>"
-        "<target dev='vda'/></disk></devices></domain>", -1, NULL));
-    ck_assert(g_file_set_contents(node,
+        "<target dev='vda'/></disk></devices></domain>",
+        -1, NULL));
+    ck_assert(g_file_set_contents(
+        node,
         "<node><cpu><mhz>6000</mhz><model>i686</model><active>50</active>"
         "<nodes>4</nodes><sockets>4</sockets><cores>4</cores>"
         "<threads>2</threads></cpu><memory>8192000</memory>"
@@ -154,7 +159,8 @@ START_TEST(test_node_fixture)
         "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
         "<name>inline</name><test:runstate>5</test:runstate>"
         "<test:transient/></domain>"
-        "<network file='net.xml'/></node>", -1, NULL));
+        "<network file='net.xml'/></node>",
+        -1, NULL));
     def = vbk_node_def_load_fixture(node, &err);
     ck_assert_msg(def != NULL, "%s", err ? err->message : "");
     ck_assert_uint_eq(def->domains->len, 2);
