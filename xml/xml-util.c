@@ -151,6 +151,8 @@ check_depth(xmlNodePtr node, int depth)
     return TRUE;
 }
 
+static gsize parser_ready;
+
 xmlDocPtr
 vbk_xml_parse(const char *str,
               gssize len,
@@ -174,6 +176,11 @@ vbk_xml_parse(const char *str,
         return NULL;
     }
 
+    if (g_once_init_enter(&parser_ready)) {
+        /* libxml2 wants this once before any use from several threads */
+        xmlInitParser();
+        g_once_init_leave(&parser_ready, 1);
+    }
     if (!(ctxt = xmlNewParserCtxt()))
         g_error("cannot allocate an XML parser context");
     ctxt->_private = &guard;

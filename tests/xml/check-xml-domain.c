@@ -134,6 +134,58 @@ START_TEST(test_domain_set_source)
 }
 END_TEST
 
+/* The <domain> of libvirt's redefine fixture, and the rich domain
+ * above, formatted standalone: valid for xmllint against domain.rng,
+ * both through vbk_xml_validate and the real xmllint. */
+START_TEST(test_domain_schema)
+{
+    g_autofree char *path = g_build_filename(
+        vbk_test_shared_dir(), "conformance", "libvirt",
+        "qemudomaincheckpointxml2xmlout", "redefine.xml", NULL);
+    g_autofree char *xml = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(VbkCheckpointDef) cp = NULL;
+    const char *docs[2];
+    g_autofree char *out0 = NULL;
+    g_autofree char *out1 = NULL;
+    g_autoptr(VbkDomainDef) rich = NULL;
+    int i;
+
+    ck_assert(g_file_get_contents(path, &xml, NULL, NULL));
+    cp = vbk_checkpoint_def_parse_string(xml, 0, VBK_CHECKPOINT_PARSE_REDEFINE,
+                                         &err);
+    ck_assert_ptr_nonnull(cp);
+    rich = vbk_domain_def_parse_string(rich_domain, VBK_DOMAIN_PARSE_VALIDATE,
+                                       &err);
+    ck_assert_msg(rich != NULL, "%s", err ? err->message : "");
+    docs[0] = out0 = vbk_domain_def_format(cp->dom, VBK_DOMAIN_FORMAT_SECURE);
+    docs[1] = out1 = vbk_domain_def_format(rich, VBK_DOMAIN_FORMAT_SECURE);
+    for (i = 0; i < 2; i++) {
+        g_autofree char *dir = vbk_test_tmpdir_new();
+        g_autofree char *file = g_build_filename(dir, "d.xml", NULL);
+        g_autofree char *so = NULL;
+        g_autofree char *se = NULL;
+        const char *argv[] = {
+            "xmllint",   "--noout",
+            "--relaxng", "/usr/share/libvirt/schemas/domain.rng",
+            file,        NULL};
+        g_autoptr(VbkDomainDef) again = vbk_domain_def_parse_string(
+            docs[i], VBK_DOMAIN_PARSE_VALIDATE, &err);
+
+        ck_assert_msg(again != NULL, "%s", err ? err->message : "");
+        ck_assert(g_file_set_contents(file, docs[i], -1, NULL));
+        ck_assert_msg(vbk_test_spawn(argv, &so, &se) == 0, "%s", se);
+        vbk_test_tmpdir_remove(dir);
+    }
+
+    /* and an invalid one is refused with libvirt's schema error */
+    ck_assert_ptr_null(vbk_domain_def_parse_string(
+        "<domain type='kvm'><name>x</name><bogus/></domain>",
+        VBK_DOMAIN_PARSE_VALIDATE, &err));
+    ck_assert_int_eq(err->code, VBK_XML_ERR_XML_INVALID_SCHEMA);
+}
+END_TEST
+
 START_TEST(test_node_fixture)
 {
     g_autofree char *dir = vbk_test_tmpdir_new();
@@ -235,6 +287,7 @@ domain_suite(void)
     tcase_add_test(tc, test_domain_lossless);
     tcase_add_test(tc, test_domain_uuid_generated);
     tcase_add_test(tc, test_domain_set_source);
+    tcase_add_test(tc, test_domain_schema);
     tcase_add_test(tc, test_node_fixture);
     tcase_add_loop_test(th, test_hostile_doctype, 0, 3);
     tcase_add_test(th, test_hostile_depth_and_size);
