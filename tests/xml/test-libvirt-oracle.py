@@ -136,6 +136,30 @@ with tempfile.TemporaryDirectory() as tmp:
         check(rc == 0 and got == want, "redefine %d matches libvirt" % i,
               err + "--- ours\n" + got + "--- libvirt\n" + want)
 
+    # a <node> fixture with a file= reference, loaded by libvirt's test
+    # driver and by vbackup's node parser (vbackup-xml --domain NODE)
+    other_file = os.path.join(tmp, "other.xml")
+    with open(other_file, "w") as f:
+        f.write(dom_xml.replace("<name>guest</name>", "<name>other</name>")
+                .replace("11111111-2222-3333-4444-555555555555",
+                         "aaaaaaaa-2222-3333-4444-555555555555"))
+    node2 = os.path.join(tmp, "node2.xml")
+    with open(node2, "w") as f:
+        f.write("<node>\n  <domain file='other.xml'/>\n%s</node>\n" %
+                NODE[len("<node>\n"):-len("</node>\n")])
+    req = "<domaincheckpoint><name>n1</name></domaincheckpoint>"
+    conn = libvirt.open("test://" + node2)
+    names = sorted(d.name() for d in conn.listAllDomains())
+    cp = conn.lookupByName("other").checkpointCreateXML(req, 0)
+    want = cp.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SECURE)
+    conn.close()
+    check(names == ["guest", "other"], "node fixture domains", names)
+    ctime = re.search(r"<creationTime>(\d+)<", want).group(1)
+    rc, got, err = ours(["--domain", node2, "--domain-name", "other",
+                         "--creation-time", ctime], req)
+    check(rc == 0 and got == want, "node fixture file= domain matches",
+          err + "--- ours\n" + got + "--- libvirt\n" + want)
+
     # a redefinition for another domain (different uuid) is refused
     other = stored[1].replace("11111111-2222-3333-4444-555555555555",
                               "11111111-2222-3333-4444-000000000000")
