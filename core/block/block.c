@@ -470,7 +470,8 @@ resolve_child(VbkBlockNode *parent, GVariant *value, bool force_ro,
 
         if (!child) {
             g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_NOT_FOUND,
-                        _("Cannot find device='' nor node-name='%s'"), ref);
+                        _("Cannot find device='%s' nor node-name='%s'"), ref,
+                        ref);
             return NULL;
         }
         if (child == parent) {
