@@ -10,7 +10,6 @@
  * logs written for QEMU read the same.
  */
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 #include <glib/gi18n-lib.h>
 
@@ -46,15 +45,15 @@ vbk_qemu_io_cvtnum(const char *s)
         u = strchr(units, g_ascii_toupper(*end));
         if (!u || end[1])
             return -EINVAL;
-        mult = ldexp(1.0, 10 * (int) (u - units));
+        mult = (double) (G_GUINT64_CONSTANT(1) << (10 * (u - units)));
     } else if (strpbrk(p, ".eE")) {
         return -EINVAL; /* a fraction of a byte */
     }
     val *= mult;
     if (val >= 9223372036854775808.0)
         return -ERANGE;
-    if (val != floor(val))
-        return -EINVAL;
+    if (val != (double) (int64_t) val)
+        return -EINVAL; /* a fraction of a byte */
     return (int64_t) val;
 }
 
