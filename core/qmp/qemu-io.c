@@ -15,46 +15,61 @@
 
 #include "qemu-io.h"
 
+/* The multiplier of a k/M/G/T/P/E (or B) suffix; 0 when not one. */
+static uint64_t
+qio_suffix(char c)
+{
+    static const char units[] = "BKMGTPE";
+    const char *u = c ? strchr(units, g_ascii_toupper(c)) : NULL;
+
+    return u ? G_GUINT64_CONSTANT(1) << (10 * (u - units)) : 0;
+}
+
+/*
+ * Digits (decimal, or hex after "0x"), an optional decimal fraction,
+ * an optional one-letter suffix; nothing else (no sign, no exponent).
+ * Hex takes a suffix too (qemu-io 7.2 only warns that it is
+ * deprecated); a fraction needs one and is truncated to whole bytes.
+ */
 int64_t
 vbk_qemu_io_cvtnum(const char *s)
 {
-    static const char units[] = "BKMGTPE";
-    const char *p = s, *u;
+    const char *p = s;
     char *end = NULL;
-    double mult = 1, val;
-    guint64 ival;
+    guint64 ival, part, mult = 1;
+    double frac = 0, scale = 0.1;
+    bool hex, has_frac = false;
 
     while (g_ascii_isspace(*p))
         p++;
     if (!g_ascii_isdigit(*p))
         return -EINVAL;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-        errno = 0;
-        ival = g_ascii_strtoull(p + 2, &end, 16);
-        if (end == p + 2 || *end)
-            return -EINVAL;
-        if (errno == ERANGE || ival > G_MAXINT64)
-            return -ERANGE;
-        return (int64_t) ival;
-    }
+    hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
     errno = 0;
-    val = g_ascii_strtod(p, &end);
-    if (end == p || errno == ERANGE)
-        return errno == ERANGE ? -ERANGE : -EINVAL;
-    if (*end) {
-        u = strchr(units, g_ascii_toupper(*end));
-        if (!u || end[1])
-            return -EINVAL;
-        mult = (double) (G_GUINT64_CONSTANT(1) << (10 * (u - units)));
-    } else if (strpbrk(p, ".eE")) {
-        return -EINVAL; /* a fraction of a byte */
-    }
-    val *= mult;
-    if (val >= 9223372036854775808.0)
+    ival = g_ascii_strtoull(hex ? p + 2 : p, &end, hex ? 16 : 10);
+    if (end == (hex ? p + 2 : p))
+        return -EINVAL;
+    if (errno == ERANGE)
         return -ERANGE;
-    if (val != (double) (int64_t) val)
-        return -EINVAL; /* a fraction of a byte */
-    return (int64_t) val;
+    if (!hex && *end == '.') {
+        has_frac = true;
+        for (end++; g_ascii_isdigit(*end); end++, scale /= 10)
+            frac += (*end - '0') * scale;
+    }
+    if (*end) {
+        mult = qio_suffix(*end);
+        if (!mult || end[1])
+            return -EINVAL;
+    } else if (has_frac) {
+        return -EINVAL;
+    }
+    if (ival > G_MAXINT64 / mult)
+        return -ERANGE;
+    ival *= mult;
+    part = (guint64) (frac * (double) mult);
+    if (part > G_MAXINT64 - ival)
+        return -ERANGE;
+    return (int64_t) (ival + part);
 }
 
 static void
@@ -244,7 +259,9 @@ qio_read(VbkBlockNode *bs, QioArgs *a, GString *out)
         return false;
     if (!qio_parse_range(a, &off, &len, out))
         return false;
+    /* qemu-io fills its read buffers with 0xab first */
     buf = g_malloc(len ? len : 1);
+    memset(buf, 0xab, len);
     t0 = g_get_monotonic_time();
     ret = qio_check_request(bs, off, len);
     if (ret == 0)
