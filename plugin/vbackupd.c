@@ -58,8 +58,7 @@ daemon_default_state_dir(void)
 }
 
 static bool
-daemon_parse_options(int *argc, char ***argv, DaemonOptions *o,
-                     GError **error)
+daemon_parse_options(int *argc, char ***argv, DaemonOptions *o, GError **error)
 {
     gboolean fg = FALSE, verbose = FALSE, version = FALSE;
     const GOptionEntry entries[] = {
@@ -69,8 +68,8 @@ daemon_parse_options(int *argc, char ***argv, DaemonOptions *o,
          N_("Keep state (checkpoints, images, sockets) in DIR"), N_("DIR")},
         {"foreground", 0, 0, G_OPTION_ARG_NONE, &fg,
          N_("Stay in the foreground"), NULL},
-        {"verbose", 0, 0, G_OPTION_ARG_NONE, &verbose,
-         N_("Log debug messages"), NULL},
+        {"verbose", 0, 0, G_OPTION_ARG_NONE, &verbose, N_("Log debug messages"),
+         NULL},
         {"version", 0, 0, G_OPTION_ARG_NONE, &version,
          N_("Print the version and exit"), NULL},
         {NULL},
@@ -100,8 +99,8 @@ daemon_prepare_state_dir(DaemonOptions *o, GError **error)
     if (g_mkdir_with_parents(o->state_dir, 0700) < 0) {
         int err = errno;
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(err),
-                    _("Cannot create state directory '%s': %s"),
-                    o->state_dir, g_strerror(err));
+                    _("Cannot create state directory '%s': %s"), o->state_dir,
+                    g_strerror(err));
         return false;
     }
     return true;
@@ -140,8 +139,7 @@ daemon_run(DaemonOptions *o)
     g_unix_signal_add(SIGTERM, daemon_signal_cb, NULL);
     g_unix_signal_add(SIGINT, daemon_signal_cb, NULL);
     vbk_qmp_set_quit_func(daemon_request_stop, NULL);
-    g_debug("vbackupd %s ready (state dir %s)", PACKAGE_VERSION,
-            o->state_dir);
+    g_debug("vbackupd %s ready (state dir %s)", PACKAGE_VERSION, o->state_dir);
 
     g_main_loop_run(main_loop);
 
@@ -155,7 +153,7 @@ daemon_run(DaemonOptions *o)
     main_loop = NULL;
     return EXIT_SUCCESS;
 
- fail:
+fail:
     vbk_qmp_monitor_free(mon);
     g_printerr("vbackupd: %s\n", err->message);
     return EXIT_FAILURE;

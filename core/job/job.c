@@ -16,6 +16,7 @@
 #include "job.h"
 
 /* Column order: U C R P Y S W D X E N */
+/* clang-format off */
 const bool vbk_job_stt[VBK_JOB_STATUS_LAST][VBK_JOB_STATUS_LAST] = {
     /*                           U  C  R  P  Y  S  W  D  X  E  N */
     [VBK_JOB_STATUS_UNDEFINED] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
@@ -41,15 +42,15 @@ const bool vbk_job_verb_table[VBK_JOB_VERB_LAST][VBK_JOB_STATUS_LAST] = {
     [VBK_JOB_VERB_FINALIZE] =  {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
     [VBK_JOB_VERB_DISMISS] =   {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
+/* clang-format on */
 
 static const char *const job_status_names[VBK_JOB_STATUS_LAST] = {
-    "undefined", "created", "running", "paused", "ready", "standby",
-    "waiting", "pending", "aborting", "concluded", "null",
+    "undefined", "created", "running",  "paused",    "ready", "standby",
+    "waiting",   "pending", "aborting", "concluded", "null",
 };
 
 static const char *const job_verb_names[VBK_JOB_VERB_LAST] = {
-    "cancel", "pause", "resume", "set-speed", "complete", "finalize",
-    "dismiss",
+    "cancel", "pause", "resume", "set-speed", "complete", "finalize", "dismiss",
 };
 
 struct VbkJob {
@@ -58,13 +59,13 @@ struct VbkJob {
     void *opaque;
     VbkJobFlags flags;
     VbkJobStatus status;
-    bool cancelled;      /* cancel requested */
-    bool user_paused;    /* job-pause without job-resume */
-    int pause_count;     /* pause requests not yet resumed */
-    bool completing;     /* run() has returned, completion queued */
+    bool cancelled;   /* cancel requested */
+    bool user_paused; /* job-pause without job-resume */
+    int pause_count;  /* pause requests not yet resumed */
+    bool completing;  /* run() has returned, completion queued */
     uint64_t progress_current;
     uint64_t progress_total;
-    GError *err;         /* why the job failed, or NULL */
+    GError *err; /* why the job failed, or NULL */
     GThread *thread;
 };
 
@@ -133,8 +134,7 @@ job_check_verb(VbkJob *job, VbkJobVerb verb, GError **error)
         return true;
     g_set_error(error, VBK_JOB_ERROR, VBK_JOB_ERROR_STATE,
                 _("Job '%s' in state '%s' cannot accept command verb '%s'"),
-                job->id, job_status_names[job->status],
-                job_verb_names[verb]);
+                job->id, job_status_names[job->status], job_verb_names[verb]);
     return false;
 }
 
@@ -167,8 +167,11 @@ job_find_locked(const char *id)
 }
 
 VbkJob *
-vbk_job_create(const char *id, const VbkJobDriver *drv, void *opaque,
-               VbkJobFlags flags, GError **error)
+vbk_job_create(const char *id,
+               const VbkJobDriver *drv,
+               void *opaque,
+               VbkJobFlags flags,
+               GError **error)
 {
     VbkJob *job;
 
@@ -197,7 +200,7 @@ vbk_job_create(const char *id, const VbkJobDriver *drv, void *opaque,
     g_mutex_unlock(&job_lock);
     return job;
 
- fail:
+fail:
     if (drv->free)
         drv->free(opaque);
     return NULL;
@@ -537,8 +540,8 @@ vbk_job_info_free(VbkJobInfo *info)
 GPtrArray *
 vbk_job_query_all(void)
 {
-    GPtrArray *arr = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_job_info_free);
+    GPtrArray *arr =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_job_info_free);
     GList *l;
 
     g_mutex_lock(&job_lock);

@@ -107,7 +107,8 @@ typedef struct {
  * Called on every status change (JOB_STATUS_CHANGE), with the registry
  * mutex held, from whichever thread made the change.
  */
-typedef void (*VbkJobStatusFunc)(VbkJob *job, VbkJobStatus status,
+typedef void (*VbkJobStatusFunc)(VbkJob *job,
+                                 VbkJobStatus status,
                                  void *user_data);
 
 /* One listener (the QMP monitor); NULL removes it. */
@@ -125,8 +126,11 @@ void vbk_job_set_context(GMainContext *ctx);
  * "Job ID '%s' already in use" or "Invalid job ID '%s'".
  * Returns: (transfer none) the job, owned by the registry.
  */
-VbkJob *vbk_job_create(const char *id, const VbkJobDriver *drv,
-                       void *opaque, VbkJobFlags flags, GError **error);
+VbkJob *vbk_job_create(const char *id,
+                       const VbkJobDriver *drv,
+                       void *opaque,
+                       VbkJobFlags flags,
+                       GError **error);
 
 /* CREATED -> RUNNING; spawns the job's thread. */
 void vbk_job_start(VbkJob *job);

@@ -21,15 +21,54 @@
 
 /* QEMU 7.2's BlockdevDriver enum: anything else is not a driver name. */
 static const char *const qemu_block_drivers[] = {
-    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop",
-    "compress", "copy-before-write", "copy-on-read", "dmg", "file",
-    "snapshot-access", "ftp", "ftps", "gluster", "host_cdrom",
-    "host_device", "http", "https", "io_uring", "iscsi", "luks", "nbd",
-    "nfs", "null-aio", "null-co", "nvme", "nvme-io_uring", "parallels",
-    "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
-    "replication", "ssh", "throttle", "vdi", "vhdx", "virtio-blk-vfio-pci",
-    "virtio-blk-vhost-user", "virtio-blk-vhost-vdpa", "vmdk", "vpc",
-    "vvfat", NULL,
+    "blkdebug",
+    "blklogwrites",
+    "blkreplay",
+    "blkverify",
+    "bochs",
+    "cloop",
+    "compress",
+    "copy-before-write",
+    "copy-on-read",
+    "dmg",
+    "file",
+    "snapshot-access",
+    "ftp",
+    "ftps",
+    "gluster",
+    "host_cdrom",
+    "host_device",
+    "http",
+    "https",
+    "io_uring",
+    "iscsi",
+    "luks",
+    "nbd",
+    "nfs",
+    "null-aio",
+    "null-co",
+    "nvme",
+    "nvme-io_uring",
+    "parallels",
+    "preallocate",
+    "qcow",
+    "qcow2",
+    "qed",
+    "quorum",
+    "raw",
+    "rbd",
+    "replication",
+    "ssh",
+    "throttle",
+    "vdi",
+    "vhdx",
+    "virtio-blk-vfio-pci",
+    "virtio-blk-vhost-user",
+    "virtio-blk-vhost-vdpa",
+    "vmdk",
+    "vpc",
+    "vvfat",
+    NULL,
 };
 
 bool
@@ -56,8 +95,7 @@ static const VbkQmpArg blockdev_add_format_args[] = {
 };
 
 static bool
-qmp_blockdev_add_precheck(JsonObject *args, const char *driver,
-                          GError **error)
+qmp_blockdev_add_precheck(JsonObject *args, const char *driver, GError **error)
 {
     const VbkQmpArg *spec = NULL;
 
@@ -121,8 +159,8 @@ qmp_root_nodes(void)
 {
     g_autoptr(GPtrArray) all = vbk_block_node_list();
     g_autoptr(GHashTable) children = g_hash_table_new(NULL, NULL);
-    GPtrArray *roots = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_block_node_unref);
+    GPtrArray *roots =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_block_node_unref);
     guint i;
 
     for (i = 0; i < all->len; i++) {
@@ -141,7 +179,8 @@ qmp_root_nodes(void)
 
 /* QEMU's bdrv_lookup_bs(device, node_name) with its message. */
 static VbkBlockNode *
-qmp_lookup_device_or_node(const char *device, const char *node_name,
+qmp_lookup_device_or_node(const char *device,
+                          const char *node_name,
                           GError **error)
 {
     VbkBlockNode *bs = NULL;
@@ -267,8 +306,7 @@ qmp_image_info(VbkBlockNode *bs, bool chain)
     int64_t len = vbk_block_node_getlength(bs);
     uint32_t cluster = vbk_block_node_cluster_size(bs);
 
-    json_object_set_string_member(img, "filename",
-                                  vbk_block_node_filename(bs));
+    json_object_set_string_member(img, "filename", vbk_block_node_filename(bs));
     json_object_set_string_member(img, "format",
                                   vbk_block_node_driver_name(bs));
     if (qmp_node_has_info(bs))
@@ -281,8 +319,7 @@ qmp_image_info(VbkBlockNode *bs, bool chain)
     if (have_fi && fi.backing_file) {
         g_autofree char *full = qmp_full_backing_name(bs, fi.backing_file);
 
-        json_object_set_string_member(img, "backing-filename",
-                                      fi.backing_file);
+        json_object_set_string_member(img, "backing-filename", fi.backing_file);
         json_object_set_string_member(img, "full-backing-filename", full);
         if (fi.backing_fmt)
             json_object_set_string_member(img, "backing-filename-format",
@@ -310,8 +347,8 @@ qmp_set_zero_members(JsonObject *obj, const char *const *names)
 static JsonObject *
 qmp_block_device_info(VbkBlockNode *bs, bool flat)
 {
-    static const char *const throttle[] = {"bps", "bps_rd", "bps_wr", "iops",
-                                           "iops_rd", "iops_wr", NULL};
+    static const char *const throttle[] = {
+        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr", NULL};
     JsonObject *info = json_object_new();
     JsonObject *cache = json_object_new();
     VbkFormatInfo fi = {0};
@@ -320,10 +357,8 @@ qmp_block_device_info(VbkBlockNode *bs, bool flat)
 
     json_object_set_string_member(info, "file", vbk_block_node_filename(bs));
     json_object_set_string_member(info, "node-name", vbk_block_node_name(bs));
-    json_object_set_boolean_member(info, "ro",
-                                   vbk_block_node_is_read_only(bs));
-    json_object_set_string_member(info, "drv",
-                                  vbk_block_node_driver_name(bs));
+    json_object_set_boolean_member(info, "ro", vbk_block_node_is_read_only(bs));
+    json_object_set_string_member(info, "drv", vbk_block_node_driver_name(bs));
     if (vbk_block_node_format_info(bs, &fi) && fi.backing_file)
         json_object_set_string_member(info, "backing_file", fi.backing_file);
     vbk_format_info_clear(&fi);

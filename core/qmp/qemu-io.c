@@ -76,8 +76,8 @@ static void
 qio_cvtnum_error(GString *out, int64_t rc, const char *arg)
 {
     if (rc == -ERANGE)
-        g_string_append_printf(out, _("Parsing error: argument too large -- %s\n"),
-                               arg);
+        g_string_append_printf(
+            out, _("Parsing error: argument too large -- %s\n"), arg);
     else
         g_string_append_printf(out,
                                _("Parsing error: non-numeric argument, or "
@@ -90,7 +90,7 @@ static void
 qio_human_size(GString *out, double value)
 {
     static const char *const sfx[] = {" bytes", " KiB", " MiB", " GiB",
-                                      " TiB", " PiB", " EiB"};
+                                      " TiB",   " PiB", " EiB"};
     char num[64];
     char *dot;
     int i = 0;
@@ -108,14 +108,15 @@ qio_human_size(GString *out, double value)
 
 /* The statistics line: "64 KiB, 1 ops; 00.00 sec (... ops/sec)". */
 static void
-qio_report(GString *out, const char *verb, int64_t count, int64_t offset,
-           gint64 usecs)
+qio_report(
+    GString *out, const char *verb, int64_t count, int64_t offset, gint64 usecs)
 {
     double secs = usecs / 1e6;
     double rate = secs > 0 ? count / secs : 0;
     double ops = secs > 0 ? 1 / secs : 0;
 
-    g_string_append_printf(out, "%s %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT
+    g_string_append_printf(out,
+                           "%s %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT
                            " bytes at offset %" G_GINT64_FORMAT "\n",
                            verb, count, count, offset);
     qio_human_size(out, (double) count);
@@ -127,9 +128,9 @@ qio_report(GString *out, const char *verb, int64_t count, int64_t offset,
 typedef struct {
     const char *name;
     const char *alias;
-    const char *flags;   /* getopt letters; ':' after one taking a value */
+    const char *flags; /* getopt letters; ':' after one taking a value */
     const char *usage;
-    int nargs;           /* positional arguments */
+    int nargs; /* positional arguments */
 } QioCommand;
 
 typedef struct {
@@ -142,20 +143,23 @@ typedef struct {
 static const QioCommand qio_commands[] = {
     {"read", "r", "bCl:pP:qs:v",
      "read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a "
-     "number of bytes at a specified offset", 2},
+     "number of bytes at a specified offset",
+     2},
     {"write", "w", "bcCfnpP:quzs:",
      "write [-bcCfnquz] [-P pattern | -s source_file] off len -- writes a "
-     "number of bytes at a specified offset", 2},
+     "number of bytes at a specified offset",
+     2},
     {"discard", "d", "Cq",
      "discard [-Cq] off len -- discards a number of bytes at a specified "
-     "offset", 2},
+     "offset",
+     2},
     {"flush", "f", "", "flush -- flush all in-core file state to disk", 0},
 };
 
 /* getopt over argv[1..]; FALSE (with usage printed) on a bad option. */
 static bool
-qio_getopt(const QioCommand *cmd, char **argv, int argc, QioArgs *a,
-           GString *out)
+qio_getopt(
+    const QioCommand *cmd, char **argv, int argc, QioArgs *a, GString *out)
 {
     int i = 1;
 
@@ -199,8 +203,7 @@ qio_parse_pattern(const char *arg, int *pattern, GString *out)
     long v = strtol(arg, &end, 0);
 
     if (end == arg || *end || v < 0 || v > 255) {
-        g_string_append_printf(out, _("%s is not a valid pattern byte\n"),
-                               arg);
+        g_string_append_printf(out, _("%s is not a valid pattern byte\n"), arg);
         return false;
     }
     *pattern = (int) v;
@@ -238,8 +241,7 @@ qio_parse_range(QioArgs *a, int64_t *off, int64_t *len, GString *out)
         return false;
     }
     if (*len > VBK_BLOCK_MAX_REQUEST) {
-        g_string_append_printf(out,
-                               _("length cannot exceed %u, given %s\n"),
+        g_string_append_printf(out, _("length cannot exceed %u, given %s\n"),
                                VBK_BLOCK_MAX_REQUEST, a->args[1]);
         return false;
     }
@@ -327,8 +329,7 @@ qio_write(VbkBlockNode *bs, QioArgs *a, GString *out)
         ret = vbk_block_pwrite(bs, off, len, buf, flags);
     }
     if (ret < 0) {
-        g_string_append_printf(out, _("write failed: %s\n"),
-                               g_strerror(-ret));
+        g_string_append_printf(out, _("write failed: %s\n"), g_strerror(-ret));
         return false;
     }
     if (!a->opt['q'])
@@ -365,8 +366,7 @@ qio_flush(VbkBlockNode *bs, GString *out)
     int ret = vbk_block_flush(bs);
 
     if (ret < 0) {
-        g_string_append_printf(out, _("flush failed: %s\n"),
-                               g_strerror(-ret));
+        g_string_append_printf(out, _("flush failed: %s\n"), g_strerror(-ret));
         return false;
     }
     return true;
@@ -395,8 +395,7 @@ vbk_qemu_io_run(VbkBlockNode *bs, const char *cmdline, GString *out)
             cmd = &qio_commands[i];
     }
     if (!cmd) {
-        g_string_append_printf(out, _("command \"%s\" not found\n"),
-                               words[0]);
+        g_string_append_printf(out, _("command \"%s\" not found\n"), words[0]);
         return false;
     }
     if (argc - 1 < cmd->nargs) {

@@ -27,8 +27,8 @@ letter_status(char c)
 
 /* From -> To, straight from the reference's table. */
 static const char *const ref_stt[] = {
-    "U:C", "C:RXN", "R:PYWX", "P:R", "Y:SWX", "S:Y",
-    "W:DX", "D:XE", "X:XE", "E:N", "N:",
+    "U:C",  "C:RXN", "R:PYWX", "P:R", "Y:SWX", "S:Y",
+    "W:DX", "D:XE",  "X:XE",   "E:N", "N:",
 };
 
 /* Verb -> allowed states. */
@@ -62,8 +62,7 @@ START_TEST(test_transition_table)
         for (to = 0; to < VBK_JOB_STATUS_LAST; to++) {
             ck_assert_msg(vbk_job_stt[from][to] == expect[from][to],
                           "STT[%s][%s] is %d", vbk_job_status_to_string(from),
-                          vbk_job_status_to_string(to),
-                          vbk_job_stt[from][to]);
+                          vbk_job_status_to_string(to), vbk_job_stt[from][to]);
         }
     }
 }
@@ -81,9 +80,8 @@ START_TEST(test_verb_table)
         ck_assert_str_eq(vbk_job_verb_to_string(v), ref_verbs[i].name);
         for (s = 0; s < VBK_JOB_STATUS_LAST; s++) {
             bool want = strchr(ref_verbs[i].states, status_letters[s]) != NULL;
-            ck_assert_msg(vbk_job_verb_table[v][s] == want,
-                          "verb %s in %s: %d", ref_verbs[i].name,
-                          vbk_job_status_to_string(s),
+            ck_assert_msg(vbk_job_verb_table[v][s] == want, "verb %s in %s: %d",
+                          ref_verbs[i].name, vbk_job_status_to_string(s),
                           vbk_job_verb_table[v][s]);
         }
     }
@@ -93,8 +91,8 @@ END_TEST
 START_TEST(test_status_names)
 {
     static const char *const names[] = {
-        "undefined", "created", "running", "paused", "ready", "standby",
-        "waiting", "pending", "aborting", "concluded", "null",
+        "undefined", "created", "running",  "paused",    "ready", "standby",
+        "waiting",   "pending", "aborting", "concluded", "null",
     };
     int s;
 
@@ -106,10 +104,10 @@ END_TEST
 /* ---- lifecycles ----------------------------------------------------- */
 
 typedef struct {
-    bool fail;          /* run() fails with EIO's text */
+    bool fail; /* run() fails with EIO's text */
     bool fail_prepare;
-    bool wait_cancel;   /* run() loops on pause points until cancelled */
-    GString *calls;     /* which callbacks ran, in order */
+    bool wait_cancel; /* run() loops on pause points until cancelled */
+    GString *calls;   /* which callbacks ran, in order */
     gint started;
 } TestJob;
 
@@ -239,8 +237,7 @@ START_TEST(test_success_manual_dismiss)
     VbkJobInfo *info;
 
     vbk_job_wait_settled("j0");
-    ck_assert_str_eq(events->str,
-                     "created running waiting pending concluded");
+    ck_assert_str_eq(events->str, "created running waiting pending concluded");
     ck_assert_str_eq(tj.calls->str, "prepare commit clean");
     infos = vbk_job_query_all();
     info = find_info(infos, "j0");
@@ -296,8 +293,8 @@ START_TEST(test_manual_finalize)
 {
     TestJob tj = {0};
     g_autoptr(GError) err = NULL;
-    VbkJob *job = start_job("fin", &tj,
-                            VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
+    VbkJob *job =
+        start_job("fin", &tj, VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
 
     vbk_job_wait_settled("fin");
     ck_assert_str_eq(events->str, "created running waiting pending");
@@ -306,8 +303,7 @@ START_TEST(test_manual_finalize)
     ck_assert_str_eq(err->message, "Job 'fin' in state 'pending' cannot "
                                    "accept command verb 'dismiss'");
     ck_assert(vbk_job_finalize(job, NULL));
-    ck_assert_str_eq(events->str,
-                     "created running waiting pending concluded");
+    ck_assert_str_eq(events->str, "created running waiting pending concluded");
     ck_assert_str_eq(tj.calls->str, "prepare commit clean");
     ck_assert(vbk_job_dismiss(job, NULL));
     g_string_free(tj.calls, TRUE);
@@ -318,8 +314,8 @@ START_TEST(test_cancel_pending)
 {
     TestJob tj = {0};
     g_autoptr(GPtrArray) infos = NULL;
-    VbkJob *job = start_job("cp", &tj,
-                            VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
+    VbkJob *job =
+        start_job("cp", &tj, VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
 
     vbk_job_wait_settled("cp");
     ck_assert(vbk_job_cancel(job, NULL));

@@ -74,12 +74,9 @@ START_TEST(test_json_wire_order)
 END_TEST
 
 static const VbkQmpArg spec[] = {
-    {"name", VBK_QMP_ARG_STR, false},
-    {"count", VBK_QMP_ARG_INT, true},
-    {"size", VBK_QMP_ARG_SIZE, true},
-    {"flag", VBK_QMP_ARG_BOOL, true},
-    {"file", VBK_QMP_ARG_REF, true},
-    {NULL},
+    {"name", VBK_QMP_ARG_STR, false}, {"count", VBK_QMP_ARG_INT, true},
+    {"size", VBK_QMP_ARG_SIZE, true}, {"flag", VBK_QMP_ARG_BOOL, true},
+    {"file", VBK_QMP_ARG_REF, true},  {NULL},
 };
 
 static const struct {
@@ -88,7 +85,8 @@ static const struct {
 } arg_cases[] = {
     {"{\"name\": \"a\"}", NULL},
     {"{\"name\": \"a\", \"count\": -3, \"size\": 5, \"flag\": true, "
-     "\"file\": {\"driver\": \"file\"}}", NULL},
+     "\"file\": {\"driver\": \"file\"}}",
+     NULL},
     {"{\"name\": \"a\", \"file\": \"node\"}", NULL},
     {"{}", "Parameter 'o.name' is missing"},
     {"{\"name\": 1}", "Invalid parameter type for 'o.name', expected: string"},
@@ -108,8 +106,8 @@ START_TEST(test_check_args)
 {
     g_autoptr(JsonNode) node = parse(arg_cases[_i].args);
     g_autoptr(GError) err = NULL;
-    bool ok = vbk_qmp_check_args(json_node_get_object(node), "o.", spec,
-                                 false, &err);
+    bool ok =
+        vbk_qmp_check_args(json_node_get_object(node), "o.", spec, false, &err);
 
     if (!arg_cases[_i].error) {
         ck_assert_msg(ok, "%s", err ? err->message : "");
@@ -123,12 +121,12 @@ END_TEST
 
 START_TEST(test_error_classes)
 {
-    g_autoptr(GError) a = g_error_new(VBK_QMP_ERROR,
-                                      VBK_QMP_ERROR_COMMAND_NOT_FOUND, "x");
-    g_autoptr(GError) b = g_error_new(VBK_QMP_ERROR,
-                                      VBK_QMP_ERROR_DEVICE_NOT_FOUND, "x");
-    g_autoptr(GError) c = g_error_new(VBK_BLOCK_ERROR,
-                                      VBK_BLOCK_ERROR_NOT_FOUND, "x");
+    g_autoptr(GError) a =
+        g_error_new(VBK_QMP_ERROR, VBK_QMP_ERROR_COMMAND_NOT_FOUND, "x");
+    g_autoptr(GError) b =
+        g_error_new(VBK_QMP_ERROR, VBK_QMP_ERROR_DEVICE_NOT_FOUND, "x");
+    g_autoptr(GError) c =
+        g_error_new(VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_NOT_FOUND, "x");
 
     ck_assert_str_eq(vbk_qmp_error_class(a), "CommandNotFound");
     ck_assert_str_eq(vbk_qmp_error_class(b), "DeviceNotFound");
@@ -143,10 +141,10 @@ END_TEST
 
 START_TEST(test_json_to_variant)
 {
-    g_autoptr(JsonNode) node = parse(
-        "{\"driver\": \"qcow2\", \"n\": -5, \"b\": true, \"d\": 0.5, "
-        "\"backing\": null, \"file\": {\"driver\": \"file\", "
-        "\"cache\": {\"direct\": false}}, \"l\": [1, \"x\"]}");
+    g_autoptr(JsonNode) node =
+        parse("{\"driver\": \"qcow2\", \"n\": -5, \"b\": true, \"d\": 0.5, "
+              "\"backing\": null, \"file\": {\"driver\": \"file\", "
+              "\"cache\": {\"direct\": false}}, \"l\": [1, \"x\"]}");
     g_autoptr(GVariant) v = g_variant_ref_sink(vbk_qmp_json_to_variant(node));
     g_autofree char *text = g_variant_print(v, TRUE);
 
@@ -271,16 +269,25 @@ START_TEST(test_hmp_qemu_io_file)
     g_autofree char *opts = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree char *out = NULL;
-    const char *argv[] = {"qemu-io", "-f", "raw", "-c", "read -P 0x5a 4k 4k",
-                          "-c", "read -P 0 0 4k", "-c", "read -P 0x5a 0 4k",
-                          NULL, NULL};
+    const char *argv[] = {"qemu-io",
+                          "-f",
+                          "raw",
+                          "-c",
+                          "read -P 0x5a 4k 4k",
+                          "-c",
+                          "read -P 0 0 4k",
+                          "-c",
+                          "read -P 0x5a 0 4k",
+                          NULL,
+                          NULL};
     VbkBlockNode *bs;
     char *r;
     int rc;
 
     ck_assert(vbk_file_create(path, 65536, &err));
     opts = g_strdup_printf("{\"driver\": \"file\", \"node-name\": \"f0\", "
-                           "\"filename\": \"%s\"}", path);
+                           "\"filename\": \"%s\"}",
+                           path);
     bs = open_node(opts);
     r = hmp("qemu-io f0 \"write -P 0x5a 0x1000 4k\"");
     ck_assert_str_eq(r, "");
@@ -300,7 +307,8 @@ START_TEST(test_hmp_qemu_io_file)
     rc = vbk_test_spawn(argv, &out, NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(out, "Pattern verification failed at offset 0, "
-                              "4096 bytes\n"), "%s", out);
+                              "4096 bytes\n"),
+                  "%s", out);
     ck_assert_msg(strstr(out, "read 4096/4096 bytes at offset 4096\n"), "%s",
                   out);
     vbk_test_tmpdir_remove(dir);
