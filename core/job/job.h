@@ -132,6 +132,21 @@ VbkJob *vbk_job_create(const char *id,
                        VbkJobFlags flags,
                        GError **error);
 
+/*
+ * Completion groups (QEMU's JobTxn, "completion-mode: grouped"): jobs in
+ * one group reach PENDING together and are finalized together; when one
+ * fails or is cancelled, the others are cancelled and all of them end
+ * in ABORTING -> CONCLUDED.  A job not added to a group forms one on
+ * its own.  Add jobs while they are CREATED; the group keeps itself
+ * alive while it has jobs.
+ */
+typedef struct VbkJobTxn VbkJobTxn;
+
+VbkJobTxn *vbk_job_txn_new(void);
+void vbk_job_txn_unref(VbkJobTxn *txn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VbkJobTxn, vbk_job_txn_unref)
+void vbk_job_txn_add(VbkJobTxn *txn, VbkJob *job);
+
 /* CREATED -> RUNNING; spawns the job's thread. */
 void vbk_job_start(VbkJob *job);
 
