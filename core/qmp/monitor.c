@@ -543,6 +543,7 @@ vbk_qmp_monitor_new(const char *path, GError **error)
     if (!g_socket_listener_add_address(
             G_SOCKET_LISTENER(mon->service), addr, G_SOCKET_TYPE_STREAM,
             G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error)) {
+        g_prefix_error(error, _("Cannot listen on QMP socket '%s': "), path);
         g_object_unref(mon->service);
         g_free(mon->path);
         g_free(mon);

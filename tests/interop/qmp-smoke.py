@@ -444,6 +444,29 @@ def test_options(t, exe, tmp):
     t.eq(p.wait(10), 0, 'quit: exit status 0')
     t.ok(not os.path.exists(sock), 'quit: socket removed')
 
+    r = subprocess.run([exe, '--qmp', os.path.join(tmp, 'no', 'such.sock'),
+                        '--foreground', '--state-dir', sd],
+                       capture_output=True, text=True)
+    t.ok(r.returncode == 1 and 'Cannot listen on QMP socket' in r.stderr,
+         'unusable socket path: exit 1 with a message', r)
+
+    # without --foreground: the parent returns at once, the daemon serves
+    r = subprocess.run([exe, '--qmp', sock, '--state-dir', sd],
+                       capture_output=True, text=True, timeout=10)
+    t.eq(r.returncode, 0, 'background start: exit status 0')
+    for _ in range(500):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.01)
+    mon = qmp.connect(sock)
+    t.eq(mon.command('query-jobs'), [], 'background daemon answers')
+    mon.command('quit')
+    for _ in range(500):
+        if not os.path.exists(sock):
+            break
+        time.sleep(0.01)
+    t.ok(not os.path.exists(sock), 'background daemon quits')
+
 
 def main():
     exe = os.path.abspath(sys.argv[1])
