@@ -299,6 +299,23 @@ def test_jobs_and_nodes(t, pair, dirs):
              'query-named-block-nodes flat=%s: values as qsd '
              '(host file sizes aside)' % flat)
 
+    # null-co and raw, the raw one referring to the null-co node (default
+    # size: with options QEMU names nodes "json:{...}", vbackup does not)
+    a, b = both('blockdev-add', driver='null-co', **{'node-name': 'null0'})
+    t.eq(a, b, 'blockdev-add null-co')
+    a, b = both('blockdev-add', driver='raw', file='null0',
+                **{'node-name': 'raw0'})
+    t.eq(a, b, 'blockdev-add raw over null-co by reference')
+    a, b = both('query-named-block-nodes')
+    pick = [[n for n in json.loads(x)['return']
+             if n['node-name'] in ('raw0', 'null0')] for x in (a, b)]
+    t.eq(shape(pick[0]), shape(pick[1]),
+         'raw and null-co nodes: keys and order as qsd')
+    t.eq(pick[0], pick[1], 'raw and null-co nodes: values as qsd')
+    for name in ('raw0', 'null0'):
+        a, b = both('blockdev-del', **{'node-name': name})
+        t.eq(a, b, 'blockdev-del %s' % name)
+
     a, b = both('block_resize', **{'node-name': 'drive0',
                                    'size': 128 << 20})
     t.eq(a, b, 'block_resize reply as qsd')
