@@ -62,9 +62,11 @@ static bool
 qcow2_entry_valid(VbkQcow2State *s, uint64_t entry)
 {
     VbkQcow2ClusterType t = vbk_qcow2_entry_type(s, entry);
+    uint64_t host = entry & QCOW2_OFFSET_MASK;
 
+    /* a data cluster must be aligned and start inside the file */
     if (t == QCOW2_CL_NORMAL || t == QCOW2_CL_ZERO_ALLOC)
-        return ((entry & QCOW2_OFFSET_MASK) & (s->cluster_size - 1)) == 0;
+        return (host & (s->cluster_size - 1)) == 0 && host < s->file_size;
     return true;
 }
 

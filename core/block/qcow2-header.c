@@ -241,21 +241,19 @@ static bool
 qcow2_check_sizes(VbkQcow2Header *h, uint64_t cs, uint64_t file_size,
                   GError **error)
 {
-    uint64_t l2_entries = cs / 8;
-    uint64_t max_size = (uint64_t) (QCOW2_MAX_L1_BYTES / 8) * l2_entries * cs;
-    uint64_t need_l1;
+    uint64_t per_l1 = cs / 8 * cs;
+    uint64_t need_l1 = h->size / per_l1 + (h->size % per_l1 != 0);
 
-    if (h->size > max_size || h->size > (uint64_t) INT64_MAX) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("Image is too big"));
-        return false;
-    }
     if (h->l1_size > QCOW2_MAX_L1_BYTES / 8) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("Active L1 table too large"));
         return false;
     }
-    need_l1 = (h->size + l2_entries * cs - 1) / (l2_entries * cs);
+    if (need_l1 > INT32_MAX || h->size > (uint64_t) INT64_MAX) {
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("Image is too big"));
+        return false;
+    }
     if (h->l1_size < need_l1) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("L1 table is too small"));
@@ -400,18 +398,28 @@ static bool
 qcow2_decode_backing(const uint8_t *buf, size_t len, VbkQcow2Header *h,
                      uint64_t *ext_end, GError **error)
 {
+    uint64_t cs = 1ull << h->cluster_bits;
+
+    if (h->backing_file_offset > cs) {
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("Invalid backing file offset"));
+        return false;
+    }
     if (h->backing_file_offset == 0)
         return true;
-    if (h->backing_file_size > QCOW2_MAX_BACKING_NAME ||
-        h->backing_file_size == 0) {
+    if (h->backing_file_size > MIN(QCOW2_MAX_BACKING_NAME,
+                                   cs - h->backing_file_offset)) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("Backing file name too long"));
         return false;
     }
+    *ext_end = h->backing_file_offset;
+    if (h->backing_file_size == 0)
+        return true;
     if (h->backing_file_offset < h->header_length ||
         h->backing_file_offset + h->backing_file_size > len) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("qcow2: backing file name outside the header cluster"));
+                    _("Invalid backing file offset"));
         return false;
     }
     h->backing_file = g_strndup((const char *) buf + h->backing_file_offset,
@@ -421,7 +429,6 @@ qcow2_decode_backing(const uint8_t *buf, size_t len, VbkQcow2Header *h,
                     _("qcow2: backing file name contains a NUL byte"));
         return false;
     }
-    *ext_end = h->backing_file_offset;
     return true;
 }
 

@@ -280,12 +280,9 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
 {
     VbkQcow2State *s = bs->opaque;
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
-    int ret;
 
-    ret = qcow2_pwrite_locked(bs, offset, bytes, buf);
-    if (ret == 0 && (flags & VBK_REQ_FUA))
-        ret = vbk_block_flush(bs->file);
-    return ret;
+    /* FUA is handled by the dispatch layer (a flush after the write) */
+    return qcow2_pwrite_locked(bs, offset, bytes, buf);
 }
 
 /* Does [offset, offset+n) of one extent already read as zeroes? */
@@ -432,12 +429,8 @@ vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
 {
     VbkQcow2State *s = bs->opaque;
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
-    int ret;
 
-    ret = vbk_qcow2_zeroes_locked(bs, offset, bytes, flags);
-    if (ret == 0 && (flags & VBK_REQ_FUA))
-        ret = vbk_block_flush(bs->file);
-    return ret;
+    return vbk_qcow2_zeroes_locked(bs, offset, bytes, flags);
 }
 
 /* Discard the whole clusters of one extent. */

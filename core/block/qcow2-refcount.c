@@ -13,9 +13,9 @@
  * Allocation scans from a hint (the lowest cluster that may be free) for
  * a run of free clusters.  Before the run is handed out, every refcount
  * block covering it must exist:
- *  - a missing block inside the table is created self-describing: it is
- *    put in the first cluster of the range it covers (free, since the
- *    whole range has no block) and counts itself;
+ *  - a missing block inside the table goes to the lowest free cluster f:
+ *    if f is in the range of the new block, the block counts itself;
+ *    otherwise f is counted by the (existing) block of its own range;
  *  - an index past the table grows the table: new blocks and the new
  *    table are laid out together right after everything covered so far,
  *    the new blocks count themselves and the new table, the header is
@@ -171,29 +171,67 @@ qcow2_reftable_write(VbkBlockNode *bs, uint64_t first, uint64_t n)
                             end - start, buf, 0);
 }
 
-/* Create the missing refcount block @idx in the first cluster it covers. */
+/* The lowest free cluster from the hint. */
+static int
+qcow2_first_free(VbkBlockNode *bs, uint64_t *cluster)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t rc;
+    int ret;
+
+    for (uint64_t c = s->free_hint;; c++) {
+        ret = vbk_qcow2_get_refcount(bs, c, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc == 0) {
+            *cluster = c;
+            return 0;
+        }
+    }
+}
+
+/*
+ * Create the missing refcount block @idx in the lowest free cluster f.
+ * When f lies in the range of @idx the block counts itself; otherwise f
+ * is counted by the block of its own range (created first if missing,
+ * or the table grown first if f is past it).  The caller restarts its
+ * search afterwards.
+ */
+static int qcow2_reftable_grow(VbkBlockNode *bs, uint64_t need);
+
 static int
 qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
 {
     VbkQcow2State *s = bs->opaque;
-    uint64_t off = (idx << s->rb_bits) * s->cluster_size;
+    uint64_t f, fidx, off;
     uint8_t *rb;
     int ret;
 
-    if (idx == 0 || !vbk_qcow2_data_offset_valid(s, off))
+    ret = qcow2_first_free(bs, &f);
+    if (ret < 0)
+        return ret;
+    fidx = f >> s->rb_bits;
+    if (fidx >= s->reftable_entries)
+        return qcow2_reftable_grow(bs, fidx + 1);
+    if (s->reftable[fidx] == 0)
+        idx = fidx; /* f's own range first: that block counts itself */
+    off = f * s->cluster_size;
+    if (!vbk_qcow2_data_offset_valid(s, off))
         return -EIO;
+    if (idx != fidx && (ret = qcow2_set_refcount(bs, f, 1)) < 0)
+        return ret;
     ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, true, &rb);
     if (ret < 0)
         return ret;
-    vbk_qcow2_rb_set(s, rb, 0, 1);
+    if (idx == fidx)
+        vbk_qcow2_rb_set(s, rb, f & (s->rb_entries - 1), 1);
     ret = vbk_qcow2_meta_write(bs, off, rb, 0, s->cluster_size);
+    if (ret >= 0)
+        ret = vbk_block_flush(bs->file);
     if (ret < 0) {
         vbk_qcow2_cache_drop(s->rb_cache, off);
         return ret;
     }
-    ret = vbk_block_flush(bs->file);
-    if (ret < 0)
-        return ret;
     s->reftable[idx] = off;
     return qcow2_reftable_write(bs, idx, 1);
 }

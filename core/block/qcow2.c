@@ -175,15 +175,6 @@ fail:
     return false;
 }
 
-static int
-qcow2_flush(VbkBlockNode *bs)
-{
-    VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
-
-    return vbk_block_flush(bs->file);
-}
-
 static void
 qcow2_close(VbkBlockNode *bs)
 {
@@ -295,7 +286,6 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .pwrite = vbk_qcow2_co_pwrite,
     .pwrite_zeroes = vbk_qcow2_co_pwrite_zeroes,
     .pdiscard = vbk_qcow2_co_pdiscard,
-    .flush = qcow2_flush,
     .block_status = vbk_qcow2_co_block_status,
     .getlength = qcow2_getlength,
     .allocated_size = qcow2_allocated_size,
