@@ -352,6 +352,7 @@ qmp_block_device_info(VbkBlockNode *bs, bool flat)
     JsonObject *info = json_object_new();
     JsonObject *cache = json_object_new();
     VbkFormatInfo fi = {0};
+    JsonArray *bitmaps;
     VbkBlockNode *b;
     int depth = 0;
 
@@ -376,6 +377,9 @@ qmp_block_device_info(VbkBlockNode *bs, bool flat)
     json_object_set_boolean_member(cache, "no-flush", false);
     json_object_set_object_member(info, "cache", cache);
     json_object_set_int_member(info, "write_threshold", 0);
+    bitmaps = vbk_qmp_dirty_bitmaps_info(bs);
+    if (bitmaps)
+        json_object_set_array_member(info, "dirty-bitmaps", bitmaps);
     return info;
 }
 

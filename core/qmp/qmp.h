@@ -100,6 +100,10 @@ const VbkQmpCommand *vbk_qmp_command_find(const char *name);
 extern const VbkQmpCommand vbk_qmp_block_commands[];
 extern const VbkQmpCommand vbk_qmp_job_commands[];
 extern const VbkQmpCommand vbk_qmp_misc_commands[];
+extern const VbkQmpCommand vbk_qmp_bitmap_commands[];
+
+/* "dirty-bitmaps" of a node for the queries; NULL when it has none. */
+JsonArray *vbk_qmp_dirty_bitmaps_info(VbkBlockNode *bs);
 
 /*
  * Convert blockdev-add style JSON to the a{sv} GVariant that

@@ -247,11 +247,11 @@ def test_jobs_and_nodes(t, pair, dirs):
     img = {k: os.path.join(d, 'disk.qcow2') for k, d in dirs.items()}
     base = {k: os.path.join(d, 'base.qcow2') for k, d in dirs.items()}
 
-    def both(name, **args):
+    def both(_cmd, **args):
         """Same command, per-daemon paths substituted."""
         out = []
         for side, mon in (('ours', pair.ours), ('theirs', pair.theirs)):
-            text = json.dumps({'execute': name, 'arguments': args})
+            text = json.dumps({'execute': _cmd, 'arguments': args})
             text = text.replace('@IMG@', img[side]).replace('@BASE@',
                                                             base[side])
             mon.send_raw(text + '\n')
@@ -299,6 +299,8 @@ def test_jobs_and_nodes(t, pair, dirs):
              'query-named-block-nodes flat=%s: values as qsd '
              '(host file sizes aside)' % flat)
 
+    test_bitmaps(t, pair, both)
+
     # null-co and raw, the raw one referring to the null-co node (default
     # size: with options QEMU names nodes "json:{...}", vbackup does not)
     a, b = both('blockdev-add', driver='null-co', **{'node-name': 'null0'})
@@ -339,6 +341,61 @@ def test_jobs_and_nodes(t, pair, dirs):
         mon.command('job-dismiss', id='bq')
         mon.command('blockdev-del', {'node-name': 'base-file'})
     return img, base
+
+
+def test_bitmaps(t, pair, both):
+    """Dirty-bitmap commands on drive0, side by side (non-persistent)."""
+    steps = [
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b1',
+                                    'granularity': 131072,
+                                    'disabled': True}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': ''}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b2',
+                                    'granularity': 1000}),
+        ('block-dirty-bitmap-add', {'node': 'nope', 'name': 'b2'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0'}),
+        ('query-named-block-nodes', {'flat': True}),
+        ('block-dirty-bitmap-enable', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-disable', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-clear', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-clear', {'node': 'drive0', 'name': 'nosuch'}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': ['b1', {'node': 'drive0',
+                                                         'name': 'b1'}]}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': ['zz']}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': [5]}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': 'b1'}),
+        ('x-debug-block-dirty-bitmap-sha256', {'node': 'drive0',
+                                               'name': 'b0'}),
+        ('block-dirty-bitmap-remove', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-remove', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-remove', {'node': 'nope', 'name': 'b0'}),
+    ]
+    for name, args in steps:
+        a, b = both(name, **args)
+        if name == 'query-named-block-nodes':
+            pick = [[n.get('dirty-bitmaps') for n in json.loads(x)['return']
+                     if n['node-name'] == 'drive0'] for x in (a, b)]
+            t.eq(pick[0], pick[1], 'dirty-bitmaps in the node query as qsd')
+        else:
+            t.eq(a, b, '%s %s: as qsd' % (name, json.dumps(args)))
+    # writes mark b0 (qsd has no HMP: ours only)
+    mon = pair.ours
+    mon.hmp('qemu-io drive0 "write -P 0x33 0 64k"')
+    mon.hmp('qemu-io drive0 "write -P 0x33 1M 64k"')
+    nodes = mon.command('query-named-block-nodes', flat=True)
+    bms = [n['dirty-bitmaps'] for n in nodes if n['node-name'] == 'drive0']
+    t.eq(bms, [[{'name': 'b0', 'recording': True, 'persistent': False,
+                 'busy': False, 'granularity': 65536, 'count': 131072}]],
+         'qemu-io writes through QMP mark the bitmap (count in bytes)')
+    mon.command('block-dirty-bitmap-remove', node='drive0', name='b0')
+    pair.theirs.command('block-dirty-bitmap-remove', node='drive0',
+                        name='b0')
 
 
 def test_inline_and_chain(t, pair, dirs, base):
