@@ -71,9 +71,8 @@ qmp_bitmap_disable(JsonObject *args, JsonNode **ret, GError **error)
     return vbk_block_dirty_bitmap_disable(NODE(args), NAME(args), error);
 }
 
-/* One element of "bitmaps": a name, or {node, name}. */
-static bool
-qmp_bitmap_ref(JsonNode *el, VbkBitmapRef *ref, GError **error)
+bool
+vbk_qmp_bitmap_ref(JsonNode *el, VbkBitmapRef *ref, GError **error)
 {
     static const VbkQmpArg ref_args[] = {
         {"node", VBK_QMP_ARG_STR, false},
@@ -120,7 +119,8 @@ qmp_bitmap_merge(JsonObject *args, JsonNode **ret, GError **error)
     n = json_array_get_length(arr);
     refs = g_new0(VbkBitmapRef, n ? n : 1);
     for (i = 0; i < n; i++) {
-        if (!qmp_bitmap_ref(json_array_get_element(arr, i), &refs[i], error))
+        if (!vbk_qmp_bitmap_ref(json_array_get_element(arr, i), &refs[i],
+                                error))
             return false;
     }
     return vbk_block_dirty_bitmap_merge(NODE(args),

@@ -19,6 +19,8 @@
 #include "qmp-json.h"
 #include "qmp.h"
 
+#define ROUND_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+
 /* QEMU 7.2's BlockdevDriver enum: anything else is not a driver name. */
 static const char *const qemu_block_drivers[] = {
     "blkdebug",
@@ -313,7 +315,9 @@ qmp_image_info(VbkBlockNode *bs, bool chain)
         json_object_set_boolean_member(img, "dirty-flag", false);
     /* QEMU reports 0 for drivers that allocate nothing (null-co) */
     json_object_set_int_member(img, "actual-size", MAX(actual, 0));
-    json_object_set_int_member(img, "virtual-size", MAX(len, 0));
+    /* QEMU's bdrv_getlength() counts whole 512-byte sectors */
+    json_object_set_int_member(img, "virtual-size",
+                               ROUND_UP(MAX(len, 0), 512));
     if (cluster)
         json_object_set_int_member(img, "cluster-size", cluster);
     if (have_fi && fi.backing_file) {

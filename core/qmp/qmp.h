@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "core/block/block.h"
+#include "core/block/dirty.h"
 
 G_BEGIN_DECLS
 
@@ -101,6 +102,10 @@ extern const VbkQmpCommand vbk_qmp_block_commands[];
 extern const VbkQmpCommand vbk_qmp_job_commands[];
 extern const VbkQmpCommand vbk_qmp_misc_commands[];
 extern const VbkQmpCommand vbk_qmp_bitmap_commands[];
+extern const VbkQmpCommand vbk_qmp_txn_commands[];
+
+/* One element of a merge's "bitmaps": a name, or {node, name}. */
+bool vbk_qmp_bitmap_ref(JsonNode *el, VbkBitmapRef *ref, GError **error);
 
 /* "dirty-bitmaps" of a node for the queries; NULL when it has none. */
 JsonArray *vbk_qmp_dirty_bitmaps_info(VbkBlockNode *bs);

@@ -384,6 +384,45 @@ def test_bitmaps(t, pair, both):
             t.eq(pick[0], pick[1], 'dirty-bitmaps in the node query as qsd')
         else:
             t.eq(a, b, '%s %s: as qsd' % (name, json.dumps(args)))
+    # transactions: all or nothing
+    act = lambda t, **d: {'type': t, 'data': d}  # noqa: E731
+    steps = [
+        [],
+        [act('block-dirty-bitmap-add', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t1',
+             granularity=131072)],
+        [act('block-dirty-bitmap-add', node='drive0', name='t2'),
+         act('abort')],
+        [act('block-dirty-bitmap-clear', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t0')],
+        [act('block-dirty-bitmap-disable', node='drive0', name='t1'),
+         act('block-dirty-bitmap-merge', node='drive0', target='t0',
+             bitmaps=['t1']),
+         act('block-dirty-bitmap-remove', node='drive0', name='t1')],
+        [{'type': 'nope', 'data': {}}],
+        [{'type': 'block-dirty-bitmap-add'}],
+        [{'data': {}}],
+        [act('block-dirty-bitmap-add', node='drive0')],
+        [{'type': 'abort'}],
+        [act('block-dirty-bitmap-remove', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t0')],
+    ]
+    for actions in steps:
+        a, b = both('transaction', actions=actions)
+        t.eq(a, b, 'transaction %s: as qsd' % json.dumps(actions))
+    for args in ({'actions': [act('block-dirty-bitmap-add', node='drive0',
+                                  name='t3')],
+                  'properties': {'completion-mode': 'grouped'}},
+                 {'actions': 5}, {},
+                 {'actions': [], 'properties': {'completion-mode': 'x'}}):
+        a, b = both('transaction', **args)
+        t.eq(a, b, 'transaction %s: as qsd' % json.dumps(args))
+    a, b = both('query-named-block-nodes', flat=True)
+    pick = [[n.get('dirty-bitmaps') for n in json.loads(x)['return']
+             if n['node-name'] == 'drive0'] for x in (a, b)]
+    t.eq(pick[0], pick[1], 'bitmaps after the transactions as qsd')
+    both('block-dirty-bitmap-remove', node='drive0', name='t0')
+
     # writes mark b0 (qsd has no HMP: ours only)
     mon = pair.ours
     mon.hmp('qemu-io drive0 "write -P 0x33 0 64k"')
@@ -393,6 +432,22 @@ def test_bitmaps(t, pair, both):
     t.eq(bms, [[{'name': 'b0', 'recording': True, 'persistent': False,
                  'busy': False, 'granularity': 65536, 'count': 131072}]],
          'qemu-io writes through QMP mark the bitmap (count in bytes)')
+    sha_before = mon.command('x-debug-block-dirty-bitmap-sha256',
+                             node='drive0', name='b0')
+    r = mon.cmd('transaction', actions=[
+        act('block-dirty-bitmap-clear', node='drive0', name='b0'),
+        act('abort')])
+    t.eq(r.get('error', {}).get('desc'),
+         'Transaction aborted using Abort action', 'abort action refuses')
+    t.eq(mon.command('x-debug-block-dirty-bitmap-sha256', node='drive0',
+                     name='b0'), sha_before,
+         'an aborted transaction restores a cleared bitmap')
+    mon.command('transaction', actions=[
+        act('block-dirty-bitmap-clear', node='drive0', name='b0')])
+    nodes = mon.command('query-named-block-nodes', flat=True)
+    t.eq([n['dirty-bitmaps'][0]['count'] for n in nodes
+          if n['node-name'] == 'drive0'], [0],
+         'a committed transaction clears it')
     mon.command('block-dirty-bitmap-remove', node='drive0', name='b0')
     pair.theirs.command('block-dirty-bitmap-remove', node='drive0',
                         name='b0')
