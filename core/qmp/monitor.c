@@ -571,9 +571,12 @@ vbk_qmp_monitor_flush(VbkQmpMonitor *mon)
         QmpClient *c = l->data;
 
         if (c->out->len && !c->dead) {
+            /* a client that stopped reading must not hold up shutdown */
+            g_socket_set_timeout(c->sock, 2);
             g_socket_set_blocking(c->sock, TRUE);
             client_flush(c);
             g_socket_set_blocking(c->sock, FALSE);
+            g_socket_set_timeout(c->sock, 0);
         }
     }
 }
