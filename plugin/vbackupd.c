@@ -12,6 +12,7 @@
  * stores persistent state), remove the sockets, exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,7 @@ daemon_default_state_dir(void)
 }
 
 static bool
-daemon_parse_options(int *argc, char ***argv, DaemonOptions *o,
-                     GError **error)
+daemon_parse_options(int *argc, char ***argv, DaemonOptions *o, GError **error)
 {
     gboolean fg = FALSE, verbose = FALSE, version = FALSE;
     const GOptionEntry entries[] = {
@@ -69,8 +69,8 @@ daemon_parse_options(int *argc, char ***argv, DaemonOptions *o,
          N_("Keep state (checkpoints, images, sockets) in DIR"), N_("DIR")},
         {"foreground", 0, 0, G_OPTION_ARG_NONE, &fg,
          N_("Stay in the foreground"), NULL},
-        {"verbose", 0, 0, G_OPTION_ARG_NONE, &verbose,
-         N_("Log debug messages"), NULL},
+        {"verbose", 0, 0, G_OPTION_ARG_NONE, &verbose, N_("Log debug messages"),
+         NULL},
         {"version", 0, 0, G_OPTION_ARG_NONE, &version,
          N_("Print the version and exit"), NULL},
         {NULL},
@@ -100,24 +100,62 @@ daemon_prepare_state_dir(DaemonOptions *o, GError **error)
     if (g_mkdir_with_parents(o->state_dir, 0700) < 0) {
         int err = errno;
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(err),
-                    _("Cannot create state directory '%s': %s"),
-                    o->state_dir, g_strerror(err));
+                    _("Cannot create state directory '%s': %s"), o->state_dir,
+                    g_strerror(err));
         return false;
     }
     return true;
 }
 
-/* Detach from the terminal unless --foreground. */
-static bool
-daemon_detach(GError **error)
+/*
+ * Background mode: fork before GLib starts any thread; the parent waits
+ * on a pipe until the child reports that its sockets are listening (or
+ * failed), so that `vbackupd` returns only once it can be used, with an
+ * honest exit status.  Returns the pipe's write end in the child.
+ */
+static int
+daemon_fork(GError **error)
 {
-    if (daemon(1, 1) < 0) {
+    int fds[2];
+    pid_t pid;
+    char status = 1;
+
+    if (pipe(fds) < 0 || (pid = fork()) < 0) {
         int err = errno;
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(err),
                     _("Cannot run in the background: %s"), g_strerror(err));
-        return false;
+        return -1;
     }
-    return true;
+    if (pid > 0) {
+        close(fds[1]);
+        if (read(fds[0], &status, 1) != 1)
+            status = 1;
+        _exit(status);
+    }
+    close(fds[0]);
+    setsid();
+    return fds[1];
+}
+
+/* Tell the waiting parent how the start went; stdio goes to /dev/null. */
+static void
+daemon_ready(int fd, bool ok)
+{
+    char status = ok ? 0 : 1;
+    int null;
+
+    if (fd < 0)
+        return;
+    if (ok && (null = open("/dev/null", O_RDWR)) >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        if (null > STDERR_FILENO)
+            close(null);
+    }
+    if (write(fd, &status, 1) != 1)
+        g_debug("parent gone");
+    close(fd);
 }
 
 static int
@@ -125,23 +163,25 @@ daemon_run(DaemonOptions *o)
 {
     g_autoptr(GError) err = NULL;
     VbkQmpMonitor *mon = NULL;
+    int ready_fd = -1;
 
     if (!daemon_prepare_state_dir(o, &err))
+        goto fail;
+    /* fork before GLib starts any helper thread */
+    if (!o->foreground && (ready_fd = daemon_fork(&err)) < 0)
         goto fail;
     if (o->qmp_path) {
         mon = vbk_qmp_monitor_new(o->qmp_path, &err);
         if (!mon)
             goto fail;
     }
-    if (!o->foreground && !daemon_detach(&err))
-        goto fail;
+    daemon_ready(ready_fd, true);
 
     main_loop = g_main_loop_new(NULL, FALSE);
     g_unix_signal_add(SIGTERM, daemon_signal_cb, NULL);
     g_unix_signal_add(SIGINT, daemon_signal_cb, NULL);
     vbk_qmp_set_quit_func(daemon_request_stop, NULL);
-    g_debug("vbackupd %s ready (state dir %s)", PACKAGE_VERSION,
-            o->state_dir);
+    g_debug("vbackupd %s ready (state dir %s)", PACKAGE_VERSION, o->state_dir);
 
     g_main_loop_run(main_loop);
 
@@ -155,9 +195,10 @@ daemon_run(DaemonOptions *o)
     main_loop = NULL;
     return EXIT_SUCCESS;
 
- fail:
+fail:
     vbk_qmp_monitor_free(mon);
     g_printerr("vbackupd: %s\n", err->message);
+    daemon_ready(ready_fd, false);
     return EXIT_FAILURE;
 }
 
@@ -183,7 +224,7 @@ main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     if (o.verbose)
-        g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
+        g_log_set_debug_enabled(TRUE);
 
     ret = daemon_run(&o);
     g_free(o.qmp_path);

@@ -64,13 +64,12 @@ static const VbkJobDriver create_job_driver = {
 };
 
 VbkJob *
-vbk_create_job_start(const char *id, VbkCreateJobOptions *opts,
-                     GError **error)
+vbk_create_job_start(const char *id, VbkCreateJobOptions *opts, GError **error)
 {
     VbkJob *job;
 
-    job = vbk_job_create(id, &create_job_driver, opts,
-                         VBK_JOB_MANUAL_DISMISS, error);
+    job = vbk_job_create(id, &create_job_driver, opts, VBK_JOB_MANUAL_DISMISS,
+                         error);
     if (!job)
         return NULL;
     vbk_job_start(job);

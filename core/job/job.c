@@ -16,6 +16,7 @@
 #include "job.h"
 
 /* Column order: U C R P Y S W D X E N */
+/* clang-format off */
 const bool vbk_job_stt[VBK_JOB_STATUS_LAST][VBK_JOB_STATUS_LAST] = {
     /*                           U  C  R  P  Y  S  W  D  X  E  N */
     [VBK_JOB_STATUS_UNDEFINED] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
@@ -41,15 +42,15 @@ const bool vbk_job_verb_table[VBK_JOB_VERB_LAST][VBK_JOB_STATUS_LAST] = {
     [VBK_JOB_VERB_FINALIZE] =  {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
     [VBK_JOB_VERB_DISMISS] =   {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
+/* clang-format on */
 
 static const char *const job_status_names[VBK_JOB_STATUS_LAST] = {
-    "undefined", "created", "running", "paused", "ready", "standby",
-    "waiting", "pending", "aborting", "concluded", "null",
+    "undefined", "created", "running",  "paused",    "ready", "standby",
+    "waiting",   "pending", "aborting", "concluded", "null",
 };
 
 static const char *const job_verb_names[VBK_JOB_VERB_LAST] = {
-    "cancel", "pause", "resume", "set-speed", "complete", "finalize",
-    "dismiss",
+    "cancel", "pause", "resume", "set-speed", "complete", "finalize", "dismiss",
 };
 
 struct VbkJob {
@@ -58,14 +59,29 @@ struct VbkJob {
     void *opaque;
     VbkJobFlags flags;
     VbkJobStatus status;
-    bool cancelled;      /* cancel requested */
-    bool user_paused;    /* job-pause without job-resume */
-    int pause_count;     /* pause requests not yet resumed */
-    bool completing;     /* run() has returned, completion queued */
+    bool cancelled;   /* cancel requested */
+    bool user_paused; /* job-pause without job-resume */
+    int pause_count;  /* pause requests not yet resumed */
+    bool completing;  /* run() has returned, completion queued */
     uint64_t progress_current;
     uint64_t progress_total;
-    GError *err;         /* why the job failed, or NULL */
+    GError *err; /* why the job failed, or NULL */
     GThread *thread;
+    bool ran;          /* run() is over (or never will run) */
+    VbkJobTxn *txn;    /* the completion group; never NULL until concluded */
+};
+
+/*
+ * A completion group (QEMU's JobTxn): its jobs go to PENDING and are
+ * finalized together once all of them have run successfully; the first
+ * failure cancels the others and, once every one has stopped, aborts
+ * them all.  Jobs are listed newest first, which is also the order in
+ * which they are finalized (as QEMU's).
+ */
+struct VbkJobTxn {
+    gint refcnt;
+    GList *jobs;
+    bool aborting;
 };
 
 /* One lock for the registry and every job's mutable fields. */
@@ -133,8 +149,7 @@ job_check_verb(VbkJob *job, VbkJobVerb verb, GError **error)
         return true;
     g_set_error(error, VBK_JOB_ERROR, VBK_JOB_ERROR_STATE,
                 _("Job '%s' in state '%s' cannot accept command verb '%s'"),
-                job->id, job_status_names[job->status],
-                job_verb_names[verb]);
+                job->id, job_status_names[job->status], job_verb_names[verb]);
     return false;
 }
 
@@ -166,9 +181,61 @@ job_find_locked(const char *id)
     return NULL;
 }
 
+static VbkJobTxn *
+job_txn_new(void)
+{
+    VbkJobTxn *txn = g_new0(VbkJobTxn, 1);
+
+    txn->refcnt = 1;
+    return txn;
+}
+
+VbkJobTxn *
+vbk_job_txn_new(void)
+{
+    return job_txn_new();
+}
+
+void
+vbk_job_txn_unref(VbkJobTxn *txn)
+{
+    if (txn && g_atomic_int_dec_and_test(&txn->refcnt)) {
+        g_assert(!txn->jobs);
+        g_free(txn);
+    }
+}
+
+/* Take @job out of its group.  job_lock held. */
+static void
+job_txn_remove_locked(VbkJob *job)
+{
+    VbkJobTxn *txn = job->txn;
+
+    if (!txn)
+        return;
+    txn->jobs = g_list_remove(txn->jobs, job);
+    job->txn = NULL;
+    vbk_job_txn_unref(txn);
+}
+
+void
+vbk_job_txn_add(VbkJobTxn *txn, VbkJob *job)
+{
+    g_mutex_lock(&job_lock);
+    g_assert(job->status == VBK_JOB_STATUS_CREATED);
+    job_txn_remove_locked(job);
+    g_atomic_int_inc(&txn->refcnt);
+    job->txn = txn;
+    txn->jobs = g_list_prepend(txn->jobs, job);
+    g_mutex_unlock(&job_lock);
+}
+
 VbkJob *
-vbk_job_create(const char *id, const VbkJobDriver *drv, void *opaque,
-               VbkJobFlags flags, GError **error)
+vbk_job_create(const char *id,
+               const VbkJobDriver *drv,
+               void *opaque,
+               VbkJobFlags flags,
+               GError **error)
 {
     VbkJob *job;
 
@@ -192,12 +259,14 @@ vbk_job_create(const char *id, const VbkJobDriver *drv, void *opaque,
     job->opaque = opaque;
     job->flags = flags;
     job->status = VBK_JOB_STATUS_UNDEFINED;
+    job->txn = job_txn_new();
+    job->txn->jobs = g_list_prepend(NULL, job);
     g_queue_push_head(&job_list, job);
     job_transition(job, VBK_JOB_STATUS_CREATED);
     g_mutex_unlock(&job_lock);
     return job;
 
- fail:
+fail:
     if (drv->free)
         drv->free(opaque);
     return NULL;
@@ -227,9 +296,10 @@ job_do_dismiss_locked(VbkJob *job)
 }
 
 /*
- * The end of a job: the driver's abort or commit, clean, CONCLUDED, and
- * with auto-dismiss NULL.  Called with job_lock held, from the owner
- * thread; drops the lock around driver callbacks.
+ * The end of a job: the driver's abort or commit, clean, CONCLUDED (the
+ * job leaves its group), and with auto-dismiss NULL.  Called with
+ * job_lock held, from the owner thread; drops the lock around driver
+ * callbacks.
  */
 static void
 job_conclude_locked(VbkJob *job, bool success)
@@ -245,6 +315,7 @@ job_conclude_locked(VbkJob *job, bool success)
         job->drv->clean(job, job->opaque);
     g_mutex_lock(&job_lock);
 
+    job_txn_remove_locked(job);
     job_transition(job, VBK_JOB_STATUS_CONCLUDED);
     if (!(job->flags & VBK_JOB_MANUAL_DISMISS))
         gone = job_do_dismiss_locked(job);
@@ -256,9 +327,9 @@ job_conclude_locked(VbkJob *job, bool success)
     }
 }
 
-/* Failure or cancel: -> ABORTING -> CONCLUDED.  job_lock held. */
+/* Why a failed job failed: a cancel wins over run()'s own error. */
 static void
-job_abort_locked(VbkJob *job)
+job_set_failure_locked(VbkJob *job)
 {
     if (job->cancelled) {
         g_clear_error(&job->err);
@@ -268,29 +339,105 @@ job_abort_locked(VbkJob *job)
     if (!job->err)
         g_set_error_literal(&job->err, VBK_JOB_ERROR, VBK_JOB_ERROR_FAILED,
                             g_strerror(EIO));
-    job_transition(job, VBK_JOB_STATUS_ABORTING);
-    job_conclude_locked(job, false);
 }
 
-/* PENDING -> prepare -> commit -> CONCLUDED.  job_lock held. */
+/* Once every job of an aborting group has stopped: abort them all. */
 static void
-job_finalize_locked(VbkJob *job)
+job_txn_try_abort_locked(VbkJobTxn *txn)
 {
-    GError *err = NULL;
-    bool ok = true;
+    GList *l;
 
-    if (job->drv->prepare) {
-        g_mutex_unlock(&job_lock);
-        ok = job->drv->prepare(job, job->opaque, &err);
-        g_mutex_lock(&job_lock);
+    for (l = txn->jobs; l; l = l->next) {
+        if (!((VbkJob *) l->data)->ran)
+            return;
     }
-    if (!ok) {
-        g_clear_error(&job->err);
-        job->err = err;
-        job_abort_locked(job);
-        return;
+    g_atomic_int_inc(&txn->refcnt);
+    while (txn->jobs) {
+        VbkJob *job = txn->jobs->data;
+
+        job_set_failure_locked(job);
+        if (job->status != VBK_JOB_STATUS_ABORTING)
+            job_transition(job, VBK_JOB_STATUS_ABORTING);
+        job_conclude_locked(job, false);
     }
-    job_conclude_locked(job, true);
+    vbk_job_txn_unref(txn);
+}
+
+/*
+ * @job failed or was cancelled: -> ABORTING, and its group with it (the
+ * others are cancelled).  job_lock held, owner thread.
+ */
+static void
+job_fail_locked(VbkJob *job)
+{
+    VbkJobTxn *txn = job->txn;
+    GList *l;
+
+    job_set_failure_locked(job);
+    job_transition(job, VBK_JOB_STATUS_ABORTING);
+    if (!txn->aborting) {
+        txn->aborting = true;
+        for (l = txn->jobs; l; l = l->next) {
+            VbkJob *other = l->data;
+
+            if (other == job || other->ran)
+                continue;
+            other->cancelled = true;
+            if (other->status == VBK_JOB_STATUS_CREATED)
+                other->ran = true; /* never started: nothing to wait for */
+        }
+        g_cond_broadcast(&job_cond);
+    }
+    job_txn_try_abort_locked(txn);
+}
+
+/* Every job PENDING: prepare all, then commit (or abort) all. */
+static void
+job_txn_finalize_locked(VbkJobTxn *txn)
+{
+    g_autoptr(GList) jobs = g_list_copy(txn->jobs);
+    GList *l;
+
+    for (l = jobs; l; l = l->next) {
+        VbkJob *job = l->data;
+        GError *err = NULL;
+        bool ok = true;
+
+        if (job->drv->prepare) {
+            g_mutex_unlock(&job_lock);
+            ok = job->drv->prepare(job, job->opaque, &err);
+            g_mutex_lock(&job_lock);
+        }
+        if (!ok) {
+            g_clear_error(&job->err);
+            job->err = err;
+            job_fail_locked(job);
+            return;
+        }
+    }
+    g_atomic_int_inc(&txn->refcnt);
+    while (txn->jobs)
+        job_conclude_locked(txn->jobs->data, true);
+    vbk_job_txn_unref(txn);
+}
+
+/* @job ran successfully: when the whole group has, -> PENDING. */
+static void
+job_txn_try_success_locked(VbkJobTxn *txn)
+{
+    GList *l;
+
+    for (l = txn->jobs; l; l = l->next) {
+        if (((VbkJob *) l->data)->status != VBK_JOB_STATUS_WAITING)
+            return;
+    }
+    for (l = txn->jobs; l; l = l->next)
+        job_transition(l->data, VBK_JOB_STATUS_PENDING);
+    for (l = txn->jobs; l; l = l->next) {
+        if (((VbkJob *) l->data)->flags & VBK_JOB_MANUAL_FINALIZE)
+            return;
+    }
+    job_txn_finalize_locked(txn);
 }
 
 static gboolean
@@ -300,16 +447,15 @@ job_completed_cb(gpointer data)
 
     g_thread_join(job->thread);
     job->thread = NULL;
-    job->completing = false;
 
     g_mutex_lock(&job_lock);
+    job->completing = false;
+    job->ran = true;
     if (job->err || job->cancelled) {
-        job_abort_locked(job);
+        job_fail_locked(job);
     } else {
         job_transition(job, VBK_JOB_STATUS_WAITING);
-        job_transition(job, VBK_JOB_STATUS_PENDING);
-        if (!(job->flags & VBK_JOB_MANUAL_FINALIZE))
-            job_finalize_locked(job);
+        job_txn_try_success_locked(job->txn);
     }
     g_cond_broadcast(&job_cond);
     g_mutex_unlock(&job_lock);
@@ -377,13 +523,14 @@ vbk_job_cancel(VbkJob *job, GError **error)
     job->cancelled = true;
     switch (job->status) {
     case VBK_JOB_STATUS_CREATED:
-        /* never started: no thread, end it here */
-        job_abort_locked(job);
+        /* never started: no thread, end it (and its group) here */
+        job->ran = true;
+        job_fail_locked(job);
         break;
     case VBK_JOB_STATUS_WAITING:
     case VBK_JOB_STATUS_PENDING:
-        if (!job->thread)
-            job_abort_locked(job);
+        if (job->ran)
+            job_fail_locked(job);
         break;
     default:
         /* the thread sees the flag at its next check */
@@ -435,7 +582,7 @@ vbk_job_finalize(VbkJob *job, GError **error)
 
     if (!job_check_verb(job, VBK_JOB_VERB_FINALIZE, error))
         return false;
-    job_finalize_locked(job);
+    job_txn_finalize_locked(job->txn);
     return true;
 }
 
@@ -537,8 +684,8 @@ vbk_job_info_free(VbkJobInfo *info)
 GPtrArray *
 vbk_job_query_all(void)
 {
-    GPtrArray *arr = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_job_info_free);
+    GPtrArray *arr =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_job_info_free);
     GList *l;
 
     g_mutex_lock(&job_lock);

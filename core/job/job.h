@@ -107,7 +107,8 @@ typedef struct {
  * Called on every status change (JOB_STATUS_CHANGE), with the registry
  * mutex held, from whichever thread made the change.
  */
-typedef void (*VbkJobStatusFunc)(VbkJob *job, VbkJobStatus status,
+typedef void (*VbkJobStatusFunc)(VbkJob *job,
+                                 VbkJobStatus status,
                                  void *user_data);
 
 /* One listener (the QMP monitor); NULL removes it. */
@@ -125,8 +126,26 @@ void vbk_job_set_context(GMainContext *ctx);
  * "Job ID '%s' already in use" or "Invalid job ID '%s'".
  * Returns: (transfer none) the job, owned by the registry.
  */
-VbkJob *vbk_job_create(const char *id, const VbkJobDriver *drv,
-                       void *opaque, VbkJobFlags flags, GError **error);
+VbkJob *vbk_job_create(const char *id,
+                       const VbkJobDriver *drv,
+                       void *opaque,
+                       VbkJobFlags flags,
+                       GError **error);
+
+/*
+ * Completion groups (QEMU's JobTxn, "completion-mode: grouped"): jobs in
+ * one group reach PENDING together and are finalized together; when one
+ * fails or is cancelled, the others are cancelled and all of them end
+ * in ABORTING -> CONCLUDED.  A job not added to a group forms one on
+ * its own.  Add jobs while they are CREATED; the group keeps itself
+ * alive while it has jobs.
+ */
+typedef struct VbkJobTxn VbkJobTxn;
+
+VbkJobTxn *vbk_job_txn_new(void);
+void vbk_job_txn_unref(VbkJobTxn *txn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VbkJobTxn, vbk_job_txn_unref)
+void vbk_job_txn_add(VbkJobTxn *txn, VbkJob *job);
 
 /* CREATED -> RUNNING; spawns the job's thread. */
 void vbk_job_start(VbkJob *job);

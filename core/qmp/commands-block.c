@@ -19,17 +19,58 @@
 #include "qmp-json.h"
 #include "qmp.h"
 
+#define ROUND_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+
 /* QEMU 7.2's BlockdevDriver enum: anything else is not a driver name. */
 static const char *const qemu_block_drivers[] = {
-    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop",
-    "compress", "copy-before-write", "copy-on-read", "dmg", "file",
-    "snapshot-access", "ftp", "ftps", "gluster", "host_cdrom",
-    "host_device", "http", "https", "io_uring", "iscsi", "luks", "nbd",
-    "nfs", "null-aio", "null-co", "nvme", "nvme-io_uring", "parallels",
-    "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
-    "replication", "ssh", "throttle", "vdi", "vhdx", "virtio-blk-vfio-pci",
-    "virtio-blk-vhost-user", "virtio-blk-vhost-vdpa", "vmdk", "vpc",
-    "vvfat", NULL,
+    "blkdebug",
+    "blklogwrites",
+    "blkreplay",
+    "blkverify",
+    "bochs",
+    "cloop",
+    "compress",
+    "copy-before-write",
+    "copy-on-read",
+    "dmg",
+    "file",
+    "snapshot-access",
+    "ftp",
+    "ftps",
+    "gluster",
+    "host_cdrom",
+    "host_device",
+    "http",
+    "https",
+    "io_uring",
+    "iscsi",
+    "luks",
+    "nbd",
+    "nfs",
+    "null-aio",
+    "null-co",
+    "nvme",
+    "nvme-io_uring",
+    "parallels",
+    "preallocate",
+    "qcow",
+    "qcow2",
+    "qed",
+    "quorum",
+    "raw",
+    "rbd",
+    "replication",
+    "ssh",
+    "throttle",
+    "vdi",
+    "vhdx",
+    "virtio-blk-vfio-pci",
+    "virtio-blk-vhost-user",
+    "virtio-blk-vhost-vdpa",
+    "vmdk",
+    "vpc",
+    "vvfat",
+    NULL,
 };
 
 bool
@@ -56,8 +97,7 @@ static const VbkQmpArg blockdev_add_format_args[] = {
 };
 
 static bool
-qmp_blockdev_add_precheck(JsonObject *args, const char *driver,
-                          GError **error)
+qmp_blockdev_add_precheck(JsonObject *args, const char *driver, GError **error)
 {
     const VbkQmpArg *spec = NULL;
 
@@ -121,8 +161,8 @@ qmp_root_nodes(void)
 {
     g_autoptr(GPtrArray) all = vbk_block_node_list();
     g_autoptr(GHashTable) children = g_hash_table_new(NULL, NULL);
-    GPtrArray *roots = g_ptr_array_new_with_free_func(
-        (GDestroyNotify) vbk_block_node_unref);
+    GPtrArray *roots =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_block_node_unref);
     guint i;
 
     for (i = 0; i < all->len; i++) {
@@ -141,7 +181,8 @@ qmp_root_nodes(void)
 
 /* QEMU's bdrv_lookup_bs(device, node_name) with its message. */
 static VbkBlockNode *
-qmp_lookup_device_or_node(const char *device, const char *node_name,
+qmp_lookup_device_or_node(const char *device,
+                          const char *node_name,
                           GError **error)
 {
     VbkBlockNode *bs = NULL;
@@ -267,22 +308,22 @@ qmp_image_info(VbkBlockNode *bs, bool chain)
     int64_t len = vbk_block_node_getlength(bs);
     uint32_t cluster = vbk_block_node_cluster_size(bs);
 
-    json_object_set_string_member(img, "filename",
-                                  vbk_block_node_filename(bs));
+    json_object_set_string_member(img, "filename", vbk_block_node_filename(bs));
     json_object_set_string_member(img, "format",
                                   vbk_block_node_driver_name(bs));
     if (qmp_node_has_info(bs))
         json_object_set_boolean_member(img, "dirty-flag", false);
     /* QEMU reports 0 for drivers that allocate nothing (null-co) */
     json_object_set_int_member(img, "actual-size", MAX(actual, 0));
-    json_object_set_int_member(img, "virtual-size", MAX(len, 0));
+    /* QEMU's bdrv_getlength() counts whole 512-byte sectors */
+    json_object_set_int_member(img, "virtual-size",
+                               ROUND_UP(MAX(len, 0), 512));
     if (cluster)
         json_object_set_int_member(img, "cluster-size", cluster);
     if (have_fi && fi.backing_file) {
         g_autofree char *full = qmp_full_backing_name(bs, fi.backing_file);
 
-        json_object_set_string_member(img, "backing-filename",
-                                      fi.backing_file);
+        json_object_set_string_member(img, "backing-filename", fi.backing_file);
         json_object_set_string_member(img, "full-backing-filename", full);
         if (fi.backing_fmt)
             json_object_set_string_member(img, "backing-filename-format",
@@ -310,20 +351,19 @@ qmp_set_zero_members(JsonObject *obj, const char *const *names)
 static JsonObject *
 qmp_block_device_info(VbkBlockNode *bs, bool flat)
 {
-    static const char *const throttle[] = {"bps", "bps_rd", "bps_wr", "iops",
-                                           "iops_rd", "iops_wr", NULL};
+    static const char *const throttle[] = {
+        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr", NULL};
     JsonObject *info = json_object_new();
     JsonObject *cache = json_object_new();
     VbkFormatInfo fi = {0};
+    JsonArray *bitmaps;
     VbkBlockNode *b;
     int depth = 0;
 
     json_object_set_string_member(info, "file", vbk_block_node_filename(bs));
     json_object_set_string_member(info, "node-name", vbk_block_node_name(bs));
-    json_object_set_boolean_member(info, "ro",
-                                   vbk_block_node_is_read_only(bs));
-    json_object_set_string_member(info, "drv",
-                                  vbk_block_node_driver_name(bs));
+    json_object_set_boolean_member(info, "ro", vbk_block_node_is_read_only(bs));
+    json_object_set_string_member(info, "drv", vbk_block_node_driver_name(bs));
     if (vbk_block_node_format_info(bs, &fi) && fi.backing_file)
         json_object_set_string_member(info, "backing_file", fi.backing_file);
     vbk_format_info_clear(&fi);
@@ -341,6 +381,9 @@ qmp_block_device_info(VbkBlockNode *bs, bool flat)
     json_object_set_boolean_member(cache, "no-flush", false);
     json_object_set_object_member(info, "cache", cache);
     json_object_set_int_member(info, "write_threshold", 0);
+    bitmaps = vbk_qmp_dirty_bitmaps_info(bs);
+    if (bitmaps)
+        json_object_set_array_member(info, "dirty-bitmaps", bitmaps);
     return info;
 }
 

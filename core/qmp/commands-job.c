@@ -40,7 +40,8 @@ static const VbkQmpArg create_other_args[] = {
 };
 
 static bool
-qmp_create_qcow2_options(JsonObject *o, VbkCreateJobOptions *opts,
+qmp_create_qcow2_options(JsonObject *o,
+                         VbkCreateJobOptions *opts,
                          GError **error)
 {
     const char *version = vbk_qmp_arg_str(o, "version", NULL);
@@ -168,12 +169,11 @@ static const VbkQmpArg job_id_args[] = {
     {NULL},
 };
 
-#define QMP_JOB_VERB(fn, call)                                          \
-    static bool fn(JsonObject *args, JsonNode **ret, GError **error)     \
-    {                                                                    \
-        VbkJob *job = vbk_job_find(vbk_qmp_arg_str(args, "id", NULL),   \
-                                   error);                               \
-        return job && call(job, error);                                  \
+#define QMP_JOB_VERB(fn, call)                                                 \
+    static bool fn(JsonObject *args, JsonNode **ret, GError **error)           \
+    {                                                                          \
+        VbkJob *job = vbk_job_find(vbk_qmp_arg_str(args, "id", NULL), error);  \
+        return job && call(job, error);                                        \
     }
 
 QMP_JOB_VERB(qmp_job_cancel, vbk_job_cancel)

@@ -23,6 +23,8 @@ static const VbkQmpCommand *const qmp_tables[] = {
     vbk_qmp_block_commands,
     vbk_qmp_job_commands,
     vbk_qmp_misc_commands,
+    vbk_qmp_bitmap_commands,
+    vbk_qmp_txn_commands,
 };
 
 const VbkQmpCommand *

@@ -42,8 +42,8 @@ typedef struct {
     GSource *out_src;
     GString *in;
     GString *out;
-    gsize scan;         /* next byte of @in to look at */
-    gssize start;       /* start of the value being framed, or -1 */
+    gsize scan;   /* next byte of @in to look at */
+    gssize start; /* start of the value being framed, or -1 */
     int depth;
     bool in_str;
     bool esc;
@@ -97,18 +97,16 @@ client_flush(QmpClient *c)
 {
     while (c->out->len > 0 && !c->dead) {
         g_autoptr(GError) err = NULL;
-        gssize n = g_socket_send(c->sock, c->out->str, c->out->len, NULL,
-                                 &err);
+        gssize n = g_socket_send(c->sock, c->out->str, c->out->len, NULL, &err);
 
         if (n < 0) {
             if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
                 if (!c->out_src) {
-                    c->out_src = g_socket_create_source(c->sock, G_IO_OUT,
-                                                        NULL);
-                    g_source_set_callback(c->out_src,
-                                          (GSourceFunc) (void (*)(void))
-                                              client_out_cb,
-                                          c, NULL);
+                    c->out_src =
+                        g_socket_create_source(c->sock, G_IO_OUT, NULL);
+                    g_source_set_callback(
+                        c->out_src,
+                        (GSourceFunc) (void (*)(void)) client_out_cb, c, NULL);
                     g_source_attach(c->out_src, NULL);
                 }
                 return;
@@ -273,7 +271,9 @@ client_send_greeting(QmpClient *c)
 
 /* The envelope checks of QEMU's qmp_dispatch(). */
 static bool
-client_check_envelope(JsonObject *req, const char **name, JsonObject **args,
+client_check_envelope(JsonObject *req,
+                      const char **name,
+                      JsonObject **args,
                       GError **error)
 {
     JsonObjectIter iter;
@@ -294,8 +294,9 @@ client_check_envelope(JsonObject *req, const char **name, JsonObject **args,
             *name = json_node_get_string(node);
         } else if (g_str_equal(key, "arguments")) {
             if (!JSON_NODE_HOLDS_OBJECT(node)) {
-                g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
-                            _("QMP input member 'arguments' must be an object"));
+                g_set_error(
+                    error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
+                    _("QMP input member 'arguments' must be an object"));
                 return false;
             }
             *args = json_node_get_object(node);
@@ -319,15 +320,17 @@ static const VbkQmpArg capabilities_args[] = {
 };
 
 static bool
-client_execute(QmpClient *c, const char *name, JsonObject *args,
-               JsonNode **ret, GError **error)
+client_execute(QmpClient *c,
+               const char *name,
+               JsonObject *args,
+               JsonNode **ret,
+               GError **error)
 {
     const VbkQmpCommand *cmd;
 
     if (g_str_equal(name, "qmp_capabilities")) {
         if (c->command_mode) {
-            g_set_error(error, VBK_QMP_ERROR,
-                        VBK_QMP_ERROR_COMMAND_NOT_FOUND,
+            g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_COMMAND_NOT_FOUND,
                         _("Capabilities negotiation is already complete, "
                           "command ignored"));
             return false;
@@ -365,10 +368,9 @@ client_handle_value(QmpClient *c, const char *text, gsize len)
     const char *name;
 
     if (!json_parser_load_from_data(parser, text, len, &err)) {
-        g_autoptr(GError) perr = g_error_new(VBK_QMP_ERROR,
-                                             VBK_QMP_ERROR_GENERIC,
-                                             _("JSON parse error, %s"),
-                                             err->message);
+        g_autoptr(GError) perr =
+            g_error_new(VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
+                        _("JSON parse error, %s"), err->message);
         client_reply(c, NULL, NULL, perr);
         return;
     }
@@ -392,9 +394,9 @@ client_handle_value(QmpClient *c, const char *text, gsize len)
 static void
 client_parse_error(QmpClient *c)
 {
-    g_autoptr(GError) err = g_error_new(VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
-                                        _("JSON parse error, %s"),
-                                        _("expecting value"));
+    g_autoptr(GError) err =
+        g_error_new(VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
+                    _("JSON parse error, %s"), _("expecting value"));
     client_reply(c, NULL, NULL, err);
 }
 
@@ -495,8 +497,10 @@ client_in_cb(GSocket *sock, GIOCondition cond, gpointer data)
 }
 
 static gboolean
-monitor_incoming_cb(GSocketService *service, GSocketConnection *conn,
-                    GObject *source, gpointer data)
+monitor_incoming_cb(GSocketService *service,
+                    GSocketConnection *conn,
+                    GObject *source,
+                    gpointer data)
 {
     VbkQmpMonitor *mon = data;
     QmpClient *c = g_new0(QmpClient, 1);
@@ -508,11 +512,10 @@ monitor_incoming_cb(GSocketService *service, GSocketConnection *conn,
     c->out = g_string_new(NULL);
     c->start = -1;
     g_socket_set_blocking(c->sock, FALSE);
-    c->in_src = g_socket_create_source(c->sock, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                       NULL);
+    c->in_src =
+        g_socket_create_source(c->sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
     g_source_set_callback(c->in_src,
-                          (GSourceFunc) (void (*)(void)) client_in_cb, c,
-                          NULL);
+                          (GSourceFunc) (void (*)(void)) client_in_cb, c, NULL);
     g_source_attach(c->in_src, NULL);
 
     g_mutex_lock(&event_lock);
@@ -537,18 +540,18 @@ vbk_qmp_monitor_new(const char *path, GError **error)
     mon->path = g_strdup(path);
     mon->service = g_socket_service_new();
     addr = g_unix_socket_address_new(path);
-    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(mon->service), addr,
-                                       G_SOCKET_TYPE_STREAM,
-                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL,
-                                       error)) {
+    if (!g_socket_listener_add_address(
+            G_SOCKET_LISTENER(mon->service), addr, G_SOCKET_TYPE_STREAM,
+            G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error)) {
+        g_prefix_error(error, _("Cannot listen on QMP socket '%s': "), path);
         g_object_unref(mon->service);
         g_free(mon->path);
         g_free(mon);
         return NULL;
     }
     chmod(path, 0600);
-    g_signal_connect(mon->service, "incoming",
-                     G_CALLBACK(monitor_incoming_cb), mon);
+    g_signal_connect(mon->service, "incoming", G_CALLBACK(monitor_incoming_cb),
+                     mon);
     g_socket_service_start(mon->service);
 
     g_mutex_lock(&event_lock);
@@ -568,9 +571,12 @@ vbk_qmp_monitor_flush(VbkQmpMonitor *mon)
         QmpClient *c = l->data;
 
         if (c->out->len && !c->dead) {
+            /* a client that stopped reading must not hold up shutdown */
+            g_socket_set_timeout(c->sock, 2);
             g_socket_set_blocking(c->sock, TRUE);
             client_flush(c);
             g_socket_set_blocking(c->sock, FALSE);
+            g_socket_set_timeout(c->sock, 0);
         }
     }
 }

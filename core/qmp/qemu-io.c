@@ -10,60 +10,74 @@
  * logs written for QEMU read the same.
  */
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 #include <glib/gi18n-lib.h>
 
 #include "qemu-io.h"
 
+/* The multiplier of a k/M/G/T/P/E (or B) suffix; 0 when not one. */
+static uint64_t
+qio_suffix(char c)
+{
+    static const char units[] = "BKMGTPE";
+    const char *u = c ? strchr(units, g_ascii_toupper(c)) : NULL;
+
+    return u ? G_GUINT64_CONSTANT(1) << (10 * (u - units)) : 0;
+}
+
+/*
+ * Digits (decimal, or hex after "0x"), an optional decimal fraction,
+ * an optional one-letter suffix; nothing else (no sign, no exponent).
+ * Hex takes a suffix too (qemu-io 7.2 only warns that it is
+ * deprecated); a fraction needs one and is truncated to whole bytes.
+ */
 int64_t
 vbk_qemu_io_cvtnum(const char *s)
 {
-    static const char units[] = "BKMGTPE";
-    const char *p = s, *u;
+    const char *p = s;
     char *end = NULL;
-    double mult = 1, val;
-    guint64 ival;
+    guint64 ival, part, mult = 1;
+    double frac = 0, scale = 0.1;
+    bool hex, has_frac = false;
 
     while (g_ascii_isspace(*p))
         p++;
     if (!g_ascii_isdigit(*p))
         return -EINVAL;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-        errno = 0;
-        ival = g_ascii_strtoull(p + 2, &end, 16);
-        if (end == p + 2 || *end)
-            return -EINVAL;
-        if (errno == ERANGE || ival > G_MAXINT64)
-            return -ERANGE;
-        return (int64_t) ival;
-    }
+    hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
     errno = 0;
-    val = g_ascii_strtod(p, &end);
-    if (end == p || errno == ERANGE)
-        return errno == ERANGE ? -ERANGE : -EINVAL;
-    if (*end) {
-        u = strchr(units, g_ascii_toupper(*end));
-        if (!u || end[1])
-            return -EINVAL;
-        mult = ldexp(1.0, 10 * (int) (u - units));
-    } else if (strpbrk(p, ".eE")) {
-        return -EINVAL; /* a fraction of a byte */
-    }
-    val *= mult;
-    if (val >= 9223372036854775808.0)
-        return -ERANGE;
-    if (val != floor(val))
+    ival = g_ascii_strtoull(hex ? p + 2 : p, &end, hex ? 16 : 10);
+    if (end == (hex ? p + 2 : p))
         return -EINVAL;
-    return (int64_t) val;
+    if (errno == ERANGE)
+        return -ERANGE;
+    if (!hex && *end == '.') {
+        has_frac = true;
+        for (end++; g_ascii_isdigit(*end); end++, scale /= 10)
+            frac += (*end - '0') * scale;
+    }
+    if (*end) {
+        mult = qio_suffix(*end);
+        if (!mult || end[1])
+            return -EINVAL;
+    } else if (has_frac) {
+        return -EINVAL;
+    }
+    if (ival > G_MAXINT64 / mult)
+        return -ERANGE;
+    ival *= mult;
+    part = (guint64) (frac * (double) mult);
+    if (part > G_MAXINT64 - ival)
+        return -ERANGE;
+    return (int64_t) (ival + part);
 }
 
 static void
 qio_cvtnum_error(GString *out, int64_t rc, const char *arg)
 {
     if (rc == -ERANGE)
-        g_string_append_printf(out, _("Parsing error: argument too large -- %s\n"),
-                               arg);
+        g_string_append_printf(
+            out, _("Parsing error: argument too large -- %s\n"), arg);
     else
         g_string_append_printf(out,
                                _("Parsing error: non-numeric argument, or "
@@ -76,7 +90,7 @@ static void
 qio_human_size(GString *out, double value)
 {
     static const char *const sfx[] = {" bytes", " KiB", " MiB", " GiB",
-                                      " TiB", " PiB", " EiB"};
+                                      " TiB",   " PiB", " EiB"};
     char num[64];
     char *dot;
     int i = 0;
@@ -94,14 +108,15 @@ qio_human_size(GString *out, double value)
 
 /* The statistics line: "64 KiB, 1 ops; 00.00 sec (... ops/sec)". */
 static void
-qio_report(GString *out, const char *verb, int64_t count, int64_t offset,
-           gint64 usecs)
+qio_report(
+    GString *out, const char *verb, int64_t count, int64_t offset, gint64 usecs)
 {
     double secs = usecs / 1e6;
     double rate = secs > 0 ? count / secs : 0;
     double ops = secs > 0 ? 1 / secs : 0;
 
-    g_string_append_printf(out, "%s %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT
+    g_string_append_printf(out,
+                           "%s %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT
                            " bytes at offset %" G_GINT64_FORMAT "\n",
                            verb, count, count, offset);
     qio_human_size(out, (double) count);
@@ -113,9 +128,9 @@ qio_report(GString *out, const char *verb, int64_t count, int64_t offset,
 typedef struct {
     const char *name;
     const char *alias;
-    const char *flags;   /* getopt letters; ':' after one taking a value */
+    const char *flags; /* getopt letters; ':' after one taking a value */
     const char *usage;
-    int nargs;           /* positional arguments */
+    int nargs; /* positional arguments */
 } QioCommand;
 
 typedef struct {
@@ -128,20 +143,23 @@ typedef struct {
 static const QioCommand qio_commands[] = {
     {"read", "r", "bCl:pP:qs:v",
      "read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a "
-     "number of bytes at a specified offset", 2},
+     "number of bytes at a specified offset",
+     2},
     {"write", "w", "bcCfnpP:quzs:",
      "write [-bcCfnquz] [-P pattern | -s source_file] off len -- writes a "
-     "number of bytes at a specified offset", 2},
+     "number of bytes at a specified offset",
+     2},
     {"discard", "d", "Cq",
      "discard [-Cq] off len -- discards a number of bytes at a specified "
-     "offset", 2},
+     "offset",
+     2},
     {"flush", "f", "", "flush -- flush all in-core file state to disk", 0},
 };
 
 /* getopt over argv[1..]; FALSE (with usage printed) on a bad option. */
 static bool
-qio_getopt(const QioCommand *cmd, char **argv, int argc, QioArgs *a,
-           GString *out)
+qio_getopt(
+    const QioCommand *cmd, char **argv, int argc, QioArgs *a, GString *out)
 {
     int i = 1;
 
@@ -185,8 +203,7 @@ qio_parse_pattern(const char *arg, int *pattern, GString *out)
     long v = strtol(arg, &end, 0);
 
     if (end == arg || *end || v < 0 || v > 255) {
-        g_string_append_printf(out, _("%s is not a valid pattern byte\n"),
-                               arg);
+        g_string_append_printf(out, _("%s is not a valid pattern byte\n"), arg);
         return false;
     }
     *pattern = (int) v;
@@ -224,8 +241,7 @@ qio_parse_range(QioArgs *a, int64_t *off, int64_t *len, GString *out)
         return false;
     }
     if (*len > VBK_BLOCK_MAX_REQUEST) {
-        g_string_append_printf(out,
-                               _("length cannot exceed %u, given %s\n"),
+        g_string_append_printf(out, _("length cannot exceed %u, given %s\n"),
                                VBK_BLOCK_MAX_REQUEST, a->args[1]);
         return false;
     }
@@ -245,7 +261,9 @@ qio_read(VbkBlockNode *bs, QioArgs *a, GString *out)
         return false;
     if (!qio_parse_range(a, &off, &len, out))
         return false;
+    /* qemu-io fills its read buffers with 0xab first */
     buf = g_malloc(len ? len : 1);
+    memset(buf, 0xab, len);
     t0 = g_get_monotonic_time();
     ret = qio_check_request(bs, off, len);
     if (ret == 0)
@@ -311,8 +329,7 @@ qio_write(VbkBlockNode *bs, QioArgs *a, GString *out)
         ret = vbk_block_pwrite(bs, off, len, buf, flags);
     }
     if (ret < 0) {
-        g_string_append_printf(out, _("write failed: %s\n"),
-                               g_strerror(-ret));
+        g_string_append_printf(out, _("write failed: %s\n"), g_strerror(-ret));
         return false;
     }
     if (!a->opt['q'])
@@ -349,8 +366,7 @@ qio_flush(VbkBlockNode *bs, GString *out)
     int ret = vbk_block_flush(bs);
 
     if (ret < 0) {
-        g_string_append_printf(out, _("flush failed: %s\n"),
-                               g_strerror(-ret));
+        g_string_append_printf(out, _("flush failed: %s\n"), g_strerror(-ret));
         return false;
     }
     return true;
@@ -379,8 +395,7 @@ vbk_qemu_io_run(VbkBlockNode *bs, const char *cmdline, GString *out)
             cmd = &qio_commands[i];
     }
     if (!cmd) {
-        g_string_append_printf(out, _("command \"%s\" not found\n"),
-                               words[0]);
+        g_string_append_printf(out, _("command \"%s\" not found\n"), words[0]);
         return false;
     }
     if (argc - 1 < cmd->nargs) {

@@ -13,7 +13,7 @@
 
 #include "qmp.h"
 
-G_DEFINE_QUARK(vbk-qmp-error-quark, vbk_qmp_error)
+G_DEFINE_QUARK(vbk - qmp - error - quark, vbk_qmp_error)
 
 const char *
 vbk_qmp_error_class(const GError *err)
@@ -63,7 +63,9 @@ qmp_node_is_type(JsonNode *node, GType gtype)
 
 /* Does @node fit @arg?  Sets the error when not. */
 static bool
-qmp_check_one(JsonNode *node, const VbkQmpArg *arg, const char *prefix,
+qmp_check_one(JsonNode *node,
+              const VbkQmpArg *arg,
+              const char *prefix,
               GError **error)
 {
     bool ok = true;
@@ -122,8 +124,11 @@ qmp_spec_has(const VbkQmpArg *spec, const char *name)
 }
 
 bool
-vbk_qmp_check_args(JsonObject *args, const char *prefix,
-                   const VbkQmpArg *spec, bool loose, GError **error)
+vbk_qmp_check_args(JsonObject *args,
+                   const char *prefix,
+                   const VbkQmpArg *spec,
+                   bool loose,
+                   GError **error)
 {
     const VbkQmpArg *arg;
     JsonObjectIter iter;
@@ -136,8 +141,7 @@ vbk_qmp_check_args(JsonObject *args, const char *prefix,
             if (arg->optional)
                 continue;
             g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
-                        _("Parameter '%s%s' is missing"), prefix,
-                        arg->name);
+                        _("Parameter '%s%s' is missing"), prefix, arg->name);
             return false;
         }
         if (!qmp_check_one(node, arg, prefix, error))
@@ -157,12 +161,14 @@ vbk_qmp_check_args(JsonObject *args, const char *prefix,
 }
 
 void
-vbk_qmp_error_bad_value(GError **error, const char *prefix,
-                        const char *param, const char *value)
+vbk_qmp_error_bad_value(GError **error,
+                        const char *prefix,
+                        const char *param,
+                        const char *value)
 {
     g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
-                _("Parameter '%s%s' does not accept value '%s'"), prefix,
-                param, value);
+                _("Parameter '%s%s' does not accept value '%s'"), prefix, param,
+                value);
 }
 
 const char *

@@ -141,8 +141,8 @@ qmp_json_write_value(GString *out, JsonNode *node)
                                json_node_get_int(node));
         break;
     case G_TYPE_DOUBLE:
-        g_string_append(out, g_ascii_dtostr(buf, sizeof(buf),
-                                            json_node_get_double(node)));
+        g_string_append(
+            out, g_ascii_dtostr(buf, sizeof(buf), json_node_get_double(node)));
         break;
     case G_TYPE_BOOLEAN:
         g_string_append(out, json_node_get_boolean(node) ? "true" : "false");

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "core/block/block.h"
+#include "core/block/dirty.h"
 
 G_BEGIN_DECLS
 
@@ -62,16 +63,21 @@ typedef struct {
  * @args may be NULL (no arguments).  With @loose, members not in @spec
  * are left to the caller.
  */
-bool vbk_qmp_check_args(JsonObject *args, const char *prefix,
-                        const VbkQmpArg *spec, bool loose, GError **error);
+bool vbk_qmp_check_args(JsonObject *args,
+                        const char *prefix,
+                        const VbkQmpArg *spec,
+                        bool loose,
+                        GError **error);
 
 /* "Parameter '%s' does not accept value '%s'" */
-void vbk_qmp_error_bad_value(GError **error, const char *prefix,
-                             const char *param, const char *value);
+void vbk_qmp_error_bad_value(GError **error,
+                             const char *prefix,
+                             const char *param,
+                             const char *value);
 
 /* Typed getters after checking; optional members give @def. */
-const char *vbk_qmp_arg_str(JsonObject *args, const char *name,
-                            const char *def);
+const char *
+vbk_qmp_arg_str(JsonObject *args, const char *name, const char *def);
 gint64 vbk_qmp_arg_int(JsonObject *args, const char *name, gint64 def);
 bool vbk_qmp_arg_bool(JsonObject *args, const char *name, bool def);
 
@@ -79,8 +85,7 @@ bool vbk_qmp_arg_bool(JsonObject *args, const char *name, bool def);
  * A handler: on success sets *ret (a new node; NULL means {}) and
  * returns TRUE; on failure sets @error.
  */
-typedef bool (*VbkQmpHandler)(JsonObject *args, JsonNode **ret,
-                              GError **error);
+typedef bool (*VbkQmpHandler)(JsonObject *args, JsonNode **ret, GError **error);
 
 typedef struct {
     const char *name;
@@ -96,6 +101,14 @@ const VbkQmpCommand *vbk_qmp_command_find(const char *name);
 extern const VbkQmpCommand vbk_qmp_block_commands[];
 extern const VbkQmpCommand vbk_qmp_job_commands[];
 extern const VbkQmpCommand vbk_qmp_misc_commands[];
+extern const VbkQmpCommand vbk_qmp_bitmap_commands[];
+extern const VbkQmpCommand vbk_qmp_txn_commands[];
+
+/* One element of a merge's "bitmaps": a name, or {node, name}. */
+bool vbk_qmp_bitmap_ref(JsonNode *el, VbkBitmapRef *ref, GError **error);
+
+/* "dirty-bitmaps" of a node for the queries; NULL when it has none. */
+JsonArray *vbk_qmp_dirty_bitmaps_info(VbkBlockNode *bs);
 
 /*
  * Convert blockdev-add style JSON to the a{sv} GVariant that

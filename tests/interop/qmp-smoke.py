@@ -247,11 +247,11 @@ def test_jobs_and_nodes(t, pair, dirs):
     img = {k: os.path.join(d, 'disk.qcow2') for k, d in dirs.items()}
     base = {k: os.path.join(d, 'base.qcow2') for k, d in dirs.items()}
 
-    def both(name, **args):
+    def both(_cmd, **args):
         """Same command, per-daemon paths substituted."""
         out = []
         for side, mon in (('ours', pair.ours), ('theirs', pair.theirs)):
-            text = json.dumps({'execute': name, 'arguments': args})
+            text = json.dumps({'execute': _cmd, 'arguments': args})
             text = text.replace('@IMG@', img[side]).replace('@BASE@',
                                                             base[side])
             mon.send_raw(text + '\n')
@@ -299,6 +299,25 @@ def test_jobs_and_nodes(t, pair, dirs):
              'query-named-block-nodes flat=%s: values as qsd '
              '(host file sizes aside)' % flat)
 
+    test_bitmaps(t, pair, both)
+
+    # null-co and raw, the raw one referring to the null-co node (default
+    # size: with options QEMU names nodes "json:{...}", vbackup does not)
+    a, b = both('blockdev-add', driver='null-co', **{'node-name': 'null0'})
+    t.eq(a, b, 'blockdev-add null-co')
+    a, b = both('blockdev-add', driver='raw', file='null0',
+                **{'node-name': 'raw0'})
+    t.eq(a, b, 'blockdev-add raw over null-co by reference')
+    a, b = both('query-named-block-nodes')
+    pick = [[n for n in json.loads(x)['return']
+             if n['node-name'] in ('raw0', 'null0')] for x in (a, b)]
+    t.eq(shape(pick[0]), shape(pick[1]),
+         'raw and null-co nodes: keys and order as qsd')
+    t.eq(pick[0], pick[1], 'raw and null-co nodes: values as qsd')
+    for name in ('raw0', 'null0'):
+        a, b = both('blockdev-del', **{'node-name': name})
+        t.eq(a, b, 'blockdev-del %s' % name)
+
     a, b = both('block_resize', **{'node-name': 'drive0',
                                    'size': 128 << 20})
     t.eq(a, b, 'block_resize reply as qsd')
@@ -322,6 +341,116 @@ def test_jobs_and_nodes(t, pair, dirs):
         mon.command('job-dismiss', id='bq')
         mon.command('blockdev-del', {'node-name': 'base-file'})
     return img, base
+
+
+def test_bitmaps(t, pair, both):
+    """Dirty-bitmap commands on drive0, side by side (non-persistent)."""
+    steps = [
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b1',
+                                    'granularity': 131072,
+                                    'disabled': True}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': ''}),
+        ('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'b2',
+                                    'granularity': 1000}),
+        ('block-dirty-bitmap-add', {'node': 'nope', 'name': 'b2'}),
+        ('block-dirty-bitmap-add', {'node': 'drive0'}),
+        ('query-named-block-nodes', {'flat': True}),
+        ('block-dirty-bitmap-enable', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-disable', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-clear', {'node': 'drive0', 'name': 'b0'}),
+        ('block-dirty-bitmap-clear', {'node': 'drive0', 'name': 'nosuch'}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': ['b1', {'node': 'drive0',
+                                                         'name': 'b1'}]}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': ['zz']}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': [5]}),
+        ('block-dirty-bitmap-merge', {'node': 'drive0', 'target': 'b0',
+                                      'bitmaps': 'b1'}),
+        ('x-debug-block-dirty-bitmap-sha256', {'node': 'drive0',
+                                               'name': 'b0'}),
+        ('block-dirty-bitmap-remove', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-remove', {'node': 'drive0', 'name': 'b1'}),
+        ('block-dirty-bitmap-remove', {'node': 'nope', 'name': 'b0'}),
+    ]
+    for name, args in steps:
+        a, b = both(name, **args)
+        if name == 'query-named-block-nodes':
+            pick = [[n.get('dirty-bitmaps') for n in json.loads(x)['return']
+                     if n['node-name'] == 'drive0'] for x in (a, b)]
+            t.eq(pick[0], pick[1], 'dirty-bitmaps in the node query as qsd')
+        else:
+            t.eq(a, b, '%s %s: as qsd' % (name, json.dumps(args)))
+    # transactions: all or nothing
+    act = lambda t, **d: {'type': t, 'data': d}  # noqa: E731
+    steps = [
+        [],
+        [act('block-dirty-bitmap-add', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t1',
+             granularity=131072)],
+        [act('block-dirty-bitmap-add', node='drive0', name='t2'),
+         act('abort')],
+        [act('block-dirty-bitmap-clear', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t0')],
+        [act('block-dirty-bitmap-disable', node='drive0', name='t1'),
+         act('block-dirty-bitmap-merge', node='drive0', target='t0',
+             bitmaps=['t1']),
+         act('block-dirty-bitmap-remove', node='drive0', name='t1')],
+        [{'type': 'nope', 'data': {}}],
+        [{'type': 'block-dirty-bitmap-add'}],
+        [{'data': {}}],
+        [act('block-dirty-bitmap-add', node='drive0')],
+        [{'type': 'abort'}],
+        [act('block-dirty-bitmap-remove', node='drive0', name='t0'),
+         act('block-dirty-bitmap-add', node='drive0', name='t0')],
+    ]
+    for actions in steps:
+        a, b = both('transaction', actions=actions)
+        t.eq(a, b, 'transaction %s: as qsd' % json.dumps(actions))
+    for args in ({'actions': [act('block-dirty-bitmap-add', node='drive0',
+                                  name='t3')],
+                  'properties': {'completion-mode': 'grouped'}},
+                 {'actions': 5}, {},
+                 {'actions': [], 'properties': {'completion-mode': 'x'}}):
+        a, b = both('transaction', **args)
+        t.eq(a, b, 'transaction %s: as qsd' % json.dumps(args))
+    a, b = both('query-named-block-nodes', flat=True)
+    pick = [[n.get('dirty-bitmaps') for n in json.loads(x)['return']
+             if n['node-name'] == 'drive0'] for x in (a, b)]
+    t.eq(pick[0], pick[1], 'bitmaps after the transactions as qsd')
+    both('block-dirty-bitmap-remove', node='drive0', name='t0')
+
+    # writes mark b0 (qsd has no HMP: ours only)
+    mon = pair.ours
+    mon.hmp('qemu-io drive0 "write -P 0x33 0 64k"')
+    mon.hmp('qemu-io drive0 "write -P 0x33 1M 64k"')
+    nodes = mon.command('query-named-block-nodes', flat=True)
+    bms = [n['dirty-bitmaps'] for n in nodes if n['node-name'] == 'drive0']
+    t.eq(bms, [[{'name': 'b0', 'recording': True, 'persistent': False,
+                 'busy': False, 'granularity': 65536, 'count': 131072}]],
+         'qemu-io writes through QMP mark the bitmap (count in bytes)')
+    sha_before = mon.command('x-debug-block-dirty-bitmap-sha256',
+                             node='drive0', name='b0')
+    r = mon.cmd('transaction', actions=[
+        act('block-dirty-bitmap-clear', node='drive0', name='b0'),
+        act('abort')])
+    t.eq(r.get('error', {}).get('desc'),
+         'Transaction aborted using Abort action', 'abort action refuses')
+    t.eq(mon.command('x-debug-block-dirty-bitmap-sha256', node='drive0',
+                     name='b0'), sha_before,
+         'an aborted transaction restores a cleared bitmap')
+    mon.command('transaction', actions=[
+        act('block-dirty-bitmap-clear', node='drive0', name='b0')])
+    nodes = mon.command('query-named-block-nodes', flat=True)
+    t.eq([n['dirty-bitmaps'][0]['count'] for n in nodes
+          if n['node-name'] == 'drive0'], [0],
+         'a committed transaction clears it')
+    mon.command('block-dirty-bitmap-remove', node='drive0', name='b0')
+    pair.theirs.command('block-dirty-bitmap-remove', node='drive0',
+                        name='b0')
 
 
 def test_inline_and_chain(t, pair, dirs, base):
@@ -443,6 +572,28 @@ def test_options(t, exe, tmp):
     t.eq(mon.command('quit'), {}, 'quit replies')
     t.eq(p.wait(10), 0, 'quit: exit status 0')
     t.ok(not os.path.exists(sock), 'quit: socket removed')
+
+    r = subprocess.run([exe, '--qmp', os.path.join(tmp, 'no', 'such.sock'),
+                        '--foreground', '--state-dir', sd],
+                       capture_output=True, text=True)
+    t.ok(r.returncode == 1 and 'Cannot listen on QMP socket' in r.stderr,
+         'unusable socket path: exit 1 with a message', r)
+
+    # without --foreground: the parent returns once the socket listens
+    r = subprocess.run([exe, '--qmp', sock, '--state-dir', sd],
+                       capture_output=True, text=True, timeout=10)
+    t.eq(r.returncode, 0, 'background start: exit status 0')
+    try:
+        mon = qmp.connect(sock)
+        t.eq(mon.command('query-jobs'), [], 'background daemon answers')
+    finally:
+        if os.path.exists(sock):
+            qmp.connect(sock).command('quit')  # never leave it running
+    for _ in range(500):
+        if not os.path.exists(sock):
+            break
+        time.sleep(0.01)
+    t.ok(not os.path.exists(sock), 'background daemon quits')
 
 
 def main():

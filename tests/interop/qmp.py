@@ -97,9 +97,11 @@ class QMP:
             args[key.replace('_', '-')] = value
         return args
 
-    def cmd(self, name, arguments=None, cmd_id=None, **kwargs):
-        """Run @name; return the reply dict ({"return": ...} or {"error": ...})."""
-        msg = {'execute': name}
+    def cmd(self, execute, arguments=None, /, cmd_id=None, **kwargs):
+        """Run @execute; return the reply dict ({"return": ...} or
+        {"error": ...}).  Arguments come as a dict and/or keywords (any
+        name, "name" included; '_' becomes '-')."""
+        msg = {'execute': execute}
         args = self._args(arguments, kwargs)
         if args:
             msg['arguments'] = args
@@ -107,9 +109,9 @@ class QMP:
             msg['id'] = cmd_id
         return self.send_raw(json.dumps(msg) + '\n')
 
-    def command(self, name, arguments=None, **kwargs):
-        """Run @name; return its "return" value or raise QMPError."""
-        reply = self.cmd(name, arguments, **kwargs)
+    def command(self, execute, arguments=None, /, **kwargs):
+        """Run @execute; return its "return" value or raise QMPError."""
+        reply = self.cmd(execute, arguments, **kwargs)
         if 'error' in reply:
             raise QMPError(reply)
         return reply['return']

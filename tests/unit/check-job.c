@@ -27,8 +27,8 @@ letter_status(char c)
 
 /* From -> To, straight from the reference's table. */
 static const char *const ref_stt[] = {
-    "U:C", "C:RXN", "R:PYWX", "P:R", "Y:SWX", "S:Y",
-    "W:DX", "D:XE", "X:XE", "E:N", "N:",
+    "U:C",  "C:RXN", "R:PYWX", "P:R", "Y:SWX", "S:Y",
+    "W:DX", "D:XE",  "X:XE",   "E:N", "N:",
 };
 
 /* Verb -> allowed states. */
@@ -62,8 +62,7 @@ START_TEST(test_transition_table)
         for (to = 0; to < VBK_JOB_STATUS_LAST; to++) {
             ck_assert_msg(vbk_job_stt[from][to] == expect[from][to],
                           "STT[%s][%s] is %d", vbk_job_status_to_string(from),
-                          vbk_job_status_to_string(to),
-                          vbk_job_stt[from][to]);
+                          vbk_job_status_to_string(to), vbk_job_stt[from][to]);
         }
     }
 }
@@ -81,9 +80,8 @@ START_TEST(test_verb_table)
         ck_assert_str_eq(vbk_job_verb_to_string(v), ref_verbs[i].name);
         for (s = 0; s < VBK_JOB_STATUS_LAST; s++) {
             bool want = strchr(ref_verbs[i].states, status_letters[s]) != NULL;
-            ck_assert_msg(vbk_job_verb_table[v][s] == want,
-                          "verb %s in %s: %d", ref_verbs[i].name,
-                          vbk_job_status_to_string(s),
+            ck_assert_msg(vbk_job_verb_table[v][s] == want, "verb %s in %s: %d",
+                          ref_verbs[i].name, vbk_job_status_to_string(s),
                           vbk_job_verb_table[v][s]);
         }
     }
@@ -93,8 +91,8 @@ END_TEST
 START_TEST(test_status_names)
 {
     static const char *const names[] = {
-        "undefined", "created", "running", "paused", "ready", "standby",
-        "waiting", "pending", "aborting", "concluded", "null",
+        "undefined", "created", "running",  "paused",    "ready", "standby",
+        "waiting",   "pending", "aborting", "concluded", "null",
     };
     int s;
 
@@ -106,10 +104,12 @@ END_TEST
 /* ---- lifecycles ----------------------------------------------------- */
 
 typedef struct {
-    bool fail;          /* run() fails with EIO's text */
+    bool fail; /* run() fails with EIO's text */
+    gint gate; /* run() waits until this is set (if hold) */
+    bool hold;
     bool fail_prepare;
-    bool wait_cancel;   /* run() loops on pause points until cancelled */
-    GString *calls;     /* which callbacks ran, in order */
+    bool wait_cancel; /* run() loops on pause points until cancelled */
+    GString *calls;   /* which callbacks ran, in order */
     gint started;
 } TestJob;
 
@@ -130,6 +130,9 @@ tj_run(VbkJob *job, void *opaque, GError **error)
 
     vbk_job_progress_set_total(job, 4);
     g_atomic_int_set(&tj->started, 1);
+    while (tj->hold && !g_atomic_int_get(&tj->gate) &&
+           !vbk_job_is_cancelled(job))
+        g_usleep(1000);
     while (tj->wait_cancel && !vbk_job_is_cancelled(job)) {
         vbk_job_pause_point(job);
         g_usleep(1000);
@@ -239,8 +242,7 @@ START_TEST(test_success_manual_dismiss)
     VbkJobInfo *info;
 
     vbk_job_wait_settled("j0");
-    ck_assert_str_eq(events->str,
-                     "created running waiting pending concluded");
+    ck_assert_str_eq(events->str, "created running waiting pending concluded");
     ck_assert_str_eq(tj.calls->str, "prepare commit clean");
     infos = vbk_job_query_all();
     info = find_info(infos, "j0");
@@ -296,8 +298,8 @@ START_TEST(test_manual_finalize)
 {
     TestJob tj = {0};
     g_autoptr(GError) err = NULL;
-    VbkJob *job = start_job("fin", &tj,
-                            VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
+    VbkJob *job =
+        start_job("fin", &tj, VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
 
     vbk_job_wait_settled("fin");
     ck_assert_str_eq(events->str, "created running waiting pending");
@@ -306,8 +308,7 @@ START_TEST(test_manual_finalize)
     ck_assert_str_eq(err->message, "Job 'fin' in state 'pending' cannot "
                                    "accept command verb 'dismiss'");
     ck_assert(vbk_job_finalize(job, NULL));
-    ck_assert_str_eq(events->str,
-                     "created running waiting pending concluded");
+    ck_assert_str_eq(events->str, "created running waiting pending concluded");
     ck_assert_str_eq(tj.calls->str, "prepare commit clean");
     ck_assert(vbk_job_dismiss(job, NULL));
     g_string_free(tj.calls, TRUE);
@@ -318,8 +319,8 @@ START_TEST(test_cancel_pending)
 {
     TestJob tj = {0};
     g_autoptr(GPtrArray) infos = NULL;
-    VbkJob *job = start_job("cp", &tj,
-                            VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
+    VbkJob *job =
+        start_job("cp", &tj, VBK_JOB_MANUAL_FINALIZE | VBK_JOB_MANUAL_DISMISS);
 
     vbk_job_wait_settled("cp");
     ck_assert(vbk_job_cancel(job, NULL));
@@ -443,6 +444,106 @@ START_TEST(test_cancel_sync_all)
 }
 END_TEST
 
+/* ---- completion groups ---------------------------------------------- */
+
+static void
+record_id_status(VbkJob *job, VbkJobStatus status, void *data)
+{
+    if (events->len)
+        g_string_append_c(events, ' ');
+    g_string_append_printf(events, "%s:%s", vbk_job_id(job),
+                           vbk_job_status_to_string(status));
+}
+
+static VbkJob *
+create_in(VbkJobTxn *txn, const char *id, TestJob *tj, VbkJobFlags flags)
+{
+    VbkJob *job;
+
+    tj->calls = g_string_new(NULL);
+    job = vbk_job_create(id, &tj_driver, tj, flags, NULL);
+    ck_assert_ptr_nonnull(job);
+    vbk_job_txn_add(txn, job);
+    return job;
+}
+
+/* Iterate the default context until @job reaches @status. */
+static void
+iterate_until(VbkJob *job, VbkJobStatus status)
+{
+    int i;
+
+    for (i = 0; i < 5000 && vbk_job_status(job) != status; i++) {
+        while (g_main_context_iteration(NULL, FALSE))
+            ;
+        g_usleep(1000);
+    }
+    ck_assert_str_eq(vbk_job_status_to_string(vbk_job_status(job)),
+                     vbk_job_status_to_string(status));
+}
+
+START_TEST(test_txn_success)
+{
+    g_autoptr(VbkJobTxn) txn = vbk_job_txn_new();
+    TestJob a = {.hold = true};
+    TestJob b = {0};
+    VbkJob *ja, *jb;
+
+    vbk_job_set_status_handler(record_id_status, NULL);
+    ja = create_in(txn, "ga", &a, VBK_JOB_MANUAL_DISMISS);
+    jb = create_in(txn, "gb", &b, VBK_JOB_MANUAL_DISMISS);
+    vbk_job_start(ja);
+    vbk_job_start(jb);
+    /* gb is done but waits for its group */
+    iterate_until(jb, VBK_JOB_STATUS_WAITING);
+    ck_assert_str_eq(b.calls->str, "");
+    g_atomic_int_set(&a.gate, 1);
+    vbk_job_wait_settled("ga");
+    vbk_job_wait_settled("gb");
+    /* both PENDING together, finalized newest first */
+    ck_assert_str_eq(events->str,
+                     "ga:created gb:created ga:running gb:running "
+                     "gb:waiting ga:waiting gb:pending ga:pending "
+                     "gb:concluded ga:concluded");
+    ck_assert_str_eq(a.calls->str, "prepare commit clean");
+    ck_assert_str_eq(b.calls->str, "prepare commit clean");
+    vbk_job_cancel_sync_all();
+    g_string_free(a.calls, TRUE);
+    g_string_free(b.calls, TRUE);
+}
+END_TEST
+
+START_TEST(test_txn_failure)
+{
+    g_autoptr(VbkJobTxn) txn = vbk_job_txn_new();
+    g_autoptr(GPtrArray) infos = NULL;
+    TestJob a = {.wait_cancel = true};
+    TestJob b = {.fail = true};
+    VbkJob *ja, *jb;
+
+    vbk_job_set_status_handler(record_id_status, NULL);
+    ja = create_in(txn, "fa", &a, VBK_JOB_MANUAL_DISMISS);
+    jb = create_in(txn, "fb", &b, VBK_JOB_MANUAL_DISMISS);
+    vbk_job_start(ja);
+    vbk_job_start(jb);
+    vbk_job_wait_settled("fb");
+    vbk_job_wait_settled("fa");
+    /* fb's failure cancels fa; both abort, newest first */
+    ck_assert_str_eq(events->str,
+                     "fa:created fb:created fa:running fb:running "
+                     "fb:aborting fa:aborting fb:concluded fa:concluded");
+    ck_assert_str_eq(a.calls->str, "abort clean");
+    ck_assert_str_eq(b.calls->str, "abort clean");
+    infos = vbk_job_query_all();
+    ck_assert_str_eq(find_info(infos, "fb")->error, "Input/output error");
+    ck_assert_str_eq(find_info(infos, "fa")->error, g_strerror(ECANCELED));
+    vbk_job_cancel_sync_all();
+    (void) ja;
+    g_string_free(a.calls, TRUE);
+    g_string_free(b.calls, TRUE);
+}
+END_TEST
+
 static Suite *
 job_suite(void)
 {
@@ -466,6 +567,8 @@ job_suite(void)
     tcase_add_test(life, test_cancel_created);
     tcase_add_test(life, test_ids);
     tcase_add_test(life, test_cancel_sync_all);
+    tcase_add_test(life, test_txn_success);
+    tcase_add_test(life, test_txn_failure);
     suite_add_tcase(s, life);
     return s;
 }
