@@ -137,9 +137,6 @@ def test_greeting(t, vsock, qsock):
 # Replies that differ from qsd because of code outside core/qmp: the
 # text the test would expect is QEMU's; the reason names the owner.
 KNOWN_DIFFERENCES = {
-    '{"execute": "blockdev-add", "arguments": {"driver": "qcow2", '
-    '"node-name": "a", "file": "nosuch"}}':
-    "core/block resolve_child() says device='' where QEMU repeats the name",
 }
 
 
