@@ -37,6 +37,7 @@ static const VbkBlockDriver *const drivers[] = {
     &vbk_drv_null_co,
     &vbk_drv_blkdebug,
     &vbk_drv_qcow2,
+    &vbk_drv_cbw,
 };
 
 const VbkBlockDriver *

@@ -310,6 +310,8 @@ job_completed_cb(gpointer data)
         job_transition(job, VBK_JOB_STATUS_PENDING);
         if (!(job->flags & VBK_JOB_MANUAL_FINALIZE))
             job_finalize_locked(job);
+        else if (job->drv->pending)
+            job->drv->pending(job, job->opaque);
     }
     g_cond_broadcast(&job_cond);
     g_mutex_unlock(&job_lock);
@@ -482,6 +484,34 @@ vbk_job_pause_point(VbkJob *job)
         job_transition(job, resume_to);
     }
     g_mutex_unlock(&job_lock);
+}
+
+bool
+vbk_job_pause_requested(VbkJob *job)
+{
+    bool ret;
+
+    g_mutex_lock(&job_lock);
+    ret = job->pause_count > 0;
+    g_mutex_unlock(&job_lock);
+    return ret;
+}
+
+VbkJobFlags
+vbk_job_flags(VbkJob *job)
+{
+    return job->flags;
+}
+
+char *
+vbk_job_dup_error(VbkJob *job)
+{
+    char *msg;
+
+    g_mutex_lock(&job_lock);
+    msg = job->err ? g_strdup(job->err->message) : NULL;
+    g_mutex_unlock(&job_lock);
+    return msg;
 }
 
 void
