@@ -48,7 +48,7 @@ static const char *const sync_names[VBK_BACKUP_SYNC_LAST] = {
 static const char *const mode_names[VBK_BITMAP_SYNC_LAST] = {
     "", "on-success", "never", "always",
 };
-const char *const vbk_error_vbk_error_action_names[VBK_ERROR_ACTION_LAST] = {
+const char *const vbk_error_action_names[VBK_ERROR_ACTION_LAST] = {
     "report", "ignore", "stop", "enospc", "auto",
 };
 
