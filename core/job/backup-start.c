@@ -192,7 +192,10 @@ init_copy_bitmap(VbkBackupJob *bj, GError **error)
         return true;
     vbk_block_dirty_lock(bj->source);
     vbk_dirty_bitmap_clear(copy, NULL);
+    /* the frozen parent is busy (ours); merge checks are for users */
+    vbk_dirty_bitmap_set_busy(bj->sync_bitmap, false);
     ok = vbk_dirty_bitmap_merge(copy, bj->sync_bitmap, NULL, error);
+    vbk_dirty_bitmap_set_busy(bj->sync_bitmap, true);
     vbk_block_dirty_unlock(bj->source);
     return ok;
 }
