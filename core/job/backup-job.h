@@ -72,9 +72,14 @@ typedef struct {
 void vbk_backup_options_init(VbkBackupOptions *opts);
 
 /*
- * blockdev-backup: validate in QEMU's order, create and start the job.
+ * blockdev-backup: validate in QEMU's order and create the job, with
+ * its filter in place and its bitmap frozen, in status CREATED (a
+ * transaction's prepare; vbk_job_start() is its commit, and cancelling
+ * the CREATED job undoes everything).
  * Returns: (transfer none) the job, or NULL with QEMU's message.
  */
+VbkJob *vbk_backup_job_create(const VbkBackupOptions *opts, GError **error);
+/* Create and start at once (a lone blockdev-backup). */
 VbkJob *vbk_backup_job_start(const VbkBackupOptions *opts, GError **error);
 
 typedef enum {
@@ -89,6 +94,9 @@ typedef enum {
  * backed by the source); then it is opened and backed up to as
  * blockdev-backup does.
  */
+VbkJob *vbk_drive_backup_create(const VbkBackupOptions *opts,
+                                const char *format, VbkNewImageMode mode,
+                                GError **error);
 VbkJob *vbk_drive_backup_start(const VbkBackupOptions *opts,
                                const char *format, VbkNewImageMode mode,
                                GError **error);

@@ -261,7 +261,7 @@ backup_discard(VbkBackupJob *bj)
 }
 
 VbkJob *
-vbk_backup_job_start(const VbkBackupOptions *o, GError **error)
+vbk_backup_job_create(const VbkBackupOptions *o, GError **error)
 {
     VbkBlockNode *bs, *target;
     VbkDirtyBitmap *bm = NULL;
@@ -302,7 +302,16 @@ vbk_backup_job_start(const VbkBackupOptions *o, GError **error)
     g_mutex_lock(&vbk_backup_lock);
     vbk_backup_jobs = g_list_prepend(vbk_backup_jobs, bj);
     g_mutex_unlock(&vbk_backup_lock);
-    vbk_job_start(job);
+    return job;
+}
+
+VbkJob *
+vbk_backup_job_start(const VbkBackupOptions *o, GError **error)
+{
+    VbkJob *job = vbk_backup_job_create(o, error);
+
+    if (job)
+        vbk_job_start(job);
     return job;
 }
 
@@ -352,8 +361,8 @@ create_target(VbkBlockNode *bs, const char *path, const char *format,
 }
 
 VbkJob *
-vbk_drive_backup_start(const VbkBackupOptions *o, const char *format,
-                       VbkNewImageMode mode, GError **error)
+vbk_drive_backup_create(const VbkBackupOptions *o, const char *format,
+                        VbkNewImageMode mode, GError **error)
 {
     VbkBackupOptions opts = *o;
     VbkBlockNode *bs = vbk_block_node_lookup(o->device, error);
@@ -380,7 +389,7 @@ vbk_drive_backup_start(const VbkBackupOptions *o, const char *format,
     if (!target)
         return NULL;
     opts.target = vbk_block_node_name(target);
-    job = vbk_backup_job_start(&opts, error);
+    job = vbk_backup_job_create(&opts, error);
     if (!job) {
         g_autofree char *name = g_strdup(vbk_block_node_name(target));
         g_clear_pointer(&target, vbk_block_node_unref);
@@ -395,5 +404,16 @@ vbk_drive_backup_start(const VbkBackupOptions *o, const char *format,
             bj->drop_target = true;
     }
     g_mutex_unlock(&vbk_backup_lock);
+    return job;
+}
+
+VbkJob *
+vbk_drive_backup_start(const VbkBackupOptions *o, const char *format,
+                       VbkNewImageMode mode, GError **error)
+{
+    VbkJob *job = vbk_drive_backup_create(o, format, mode, error);
+
+    if (job)
+        vbk_job_start(job);
     return job;
 }

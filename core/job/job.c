@@ -123,6 +123,9 @@ job_transition(VbkJob *job, VbkJobStatus to)
     job->status = to;
     if (from != to && job_status_func)
         job_status_func(job, to, job_status_data);
+    if (to == VBK_JOB_STATUS_PENDING &&
+        (job->flags & VBK_JOB_MANUAL_FINALIZE) && job->drv->pending)
+        job->drv->pending(job, job->opaque);
 }
 
 /* Called with job_lock held. */
@@ -310,8 +313,6 @@ job_completed_cb(gpointer data)
         job_transition(job, VBK_JOB_STATUS_PENDING);
         if (!(job->flags & VBK_JOB_MANUAL_FINALIZE))
             job_finalize_locked(job);
-        else if (job->drv->pending)
-            job->drv->pending(job, job->opaque);
     }
     g_cond_broadcast(&job_cond);
     g_mutex_unlock(&job_lock);
