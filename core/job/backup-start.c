@@ -86,6 +86,31 @@ check_bitmap_args(VbkBlockNode *bs, const VbkBackupOptions *o,
     return true;
 }
 
+/*
+ * QEMU's op blockers as a backup sees them: a running backup's target is
+ * taken whole (no second job may read or write it); its source may feed
+ * other backups.
+ */
+static bool
+check_not_target(VbkBlockNode *bs, GError **error)
+{
+    bool busy = false;
+
+    g_mutex_lock(&vbk_backup_lock);
+    for (GList *l = vbk_backup_jobs; l && !busy; l = l->next) {
+        VbkBackupJob *other = l->data;
+
+        busy = other->target == bs && other->filter;
+    }
+    g_mutex_unlock(&vbk_backup_lock);
+    if (busy)
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IN_USE,
+                    _("Node '%s' is busy: block device is in use by block "
+                      "job: %s"),
+                    vbk_block_node_name(bs), "backup");
+    return !busy;
+}
+
 /* backup_job_create()'s first checks, before anything changes. */
 static bool
 check_nodes(VbkBlockNode *bs, VbkBlockNode *target,
@@ -100,20 +125,8 @@ check_nodes(VbkBlockNode *bs, VbkBlockNode *target,
                     _("Compression is not supported for this drive %s"), "");
         return false;
     }
-    g_mutex_lock(&vbk_backup_lock);
-    for (GList *l = vbk_backup_jobs; l; l = l->next) {
-        VbkBackupJob *other = l->data;
-
-        if (other->source == bs && other->filter) {
-            g_mutex_unlock(&vbk_backup_lock);
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IN_USE,
-                        _("Node '%s' is busy: block device is in use by "
-                          "block job: %s"),
-                        vbk_block_node_name(bs), "backup");
-            return false;
-        }
-    }
-    g_mutex_unlock(&vbk_backup_lock);
+    if (!check_not_target(bs, error) || !check_not_target(target, error))
+        return false;
     if (o->max_workers < 1 || o->max_workers > G_MAXINT32)
         return fail(error, _("max-workers must be between 1 and "
                              "2147483647"));

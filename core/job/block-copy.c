@@ -52,6 +52,7 @@ struct VbkBlockCopy {
     uint64_t cursor;            /* where workers look for work next */
     bool interrupted;
     bool stopped;               /* the stop func said so in this run */
+    int throttled;              /* workers waiting for the rate limit */
     int run_ret;                /* first error of the current run */
     VbkBlockCopyError run_err;
     uint8_t **bufs;             /* one chunk per worker, lazily */
@@ -205,6 +206,17 @@ vbk_block_copy_set_speed(VbkBlockCopy *bc, uint64_t speed)
     bc->slice_bytes = 0;
     g_cond_broadcast(&bc->cond);
     g_mutex_unlock(&bc->lock);
+}
+
+bool
+vbk_block_copy_throttled(VbkBlockCopy *bc)
+{
+    bool ret;
+
+    g_mutex_lock(&bc->lock);
+    ret = bc->throttled > 0;
+    g_mutex_unlock(&bc->lock);
+    return ret;
 }
 
 void
@@ -385,7 +397,9 @@ rate_limit_locked(VbkBlockCopy *bc)
             bc->slice_end += SLICE_US;
             continue;
         }
+        bc->throttled++;
         g_cond_wait_until(&bc->cond, &bc->lock, bc->slice_end);
+        bc->throttled--;
     }
 }
 

@@ -90,6 +90,10 @@ uint64_t vbk_block_copy_dirty_bytes(VbkBlockCopy *bc);
 int vbk_block_copy_reset_unallocated(VbkBlockCopy *bc, uint64_t offset,
                                      uint64_t *pnum);
 
+/* Is the background copy waiting for its rate limit (QEMU's job is
+ * then not "busy")? */
+bool vbk_block_copy_throttled(VbkBlockCopy *bc);
+
 /* Bytes per second for the background copy (0: unlimited). */
 void vbk_block_copy_set_speed(VbkBlockCopy *bc, uint64_t speed);
 /* Make vbk_block_copy_run() return soon (cancel, pause); sticky until

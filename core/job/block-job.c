@@ -34,8 +34,12 @@ info_of(VbkBackupJob *bj)
     info->device = g_strdup(bj->id);
     info->status = vbk_job_status(bj->job);
     info->paused = vbk_job_pause_requested(bj->job);
-    info->busy = info->status == VBK_JOB_STATUS_RUNNING ||
-                 info->status == VBK_JOB_STATUS_READY;
+    /* QEMU's job is busy unless it sleeps: rate limit, sync=none's
+     * wait for cancel, a pause */
+    info->busy = (info->status == VBK_JOB_STATUS_RUNNING ||
+                  info->status == VBK_JOB_STATUS_READY) &&
+                 bj->sync != VBK_BACKUP_SYNC_NONE &&
+                 !(bj->bc && vbk_block_copy_throttled(bj->bc));
     info->auto_finalize = !(flags & VBK_JOB_MANUAL_FINALIZE);
     info->auto_dismiss = !(flags & VBK_JOB_MANUAL_DISMISS);
     if (info->status == VBK_JOB_STATUS_ABORTING ||
