@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmp  # noqa: E402
@@ -166,6 +167,12 @@ def slow_job(t, ours, theirs, bitmaps_shown):
                  'x-perf': {'max-workers': 1}})
     t.eq(ours.cmd('blockdev-backup', a), theirs.cmd('blockdev-backup', a),
          'slow job accepted')
+    # both copy a first chunk at once, then sleep on the rate limit
+    for side in (ours, theirs):
+        deadline = time.monotonic() + 5
+        while (side.mon.command('query-block-jobs')[0]['busy'] and
+               time.monotonic() < deadline):
+            time.sleep(0.02)
     r = [[norm_job(j) for j in s.mon.command('query-block-jobs')]
          for s in (ours, theirs)]
     t.eq(r[0], r[1], 'query-block-jobs of a running backup')
