@@ -492,6 +492,33 @@ START_TEST(test_enospc_reports_eio)
 }
 END_TEST
 
+/* sync=none: only what the guest overwrites is copied, until cancel. */
+START_TEST(test_sync_none)
+{
+    g_autofree guint8 *old = g_malloc(CL);
+    g_autofree guint8 *got = g_malloc(CL);
+    VbkBlockNode *src, *tgt;
+    VbkJob *job;
+
+    three_granules(NULL);
+    src = vbk_block_node_find("src");
+    tgt = vbk_block_node_find("tgt");
+    job = start(VBK_BACKUP_SYNC_NONE, NULL, 0, 0, true);
+    g_usleep(100 * 1000);
+    ck_assert_int_eq(vbk_job_status(job), VBK_JOB_STATUS_RUNNING);
+    ck_assert_int_eq(vbk_block_pread(src, 2 * CL, CL, old), 0);
+    write_pattern(src, 2 * CL, 4096, 0x77);
+    ck_assert_int_eq(vbk_block_pread(tgt, 2 * CL, CL, got), 0);
+    ck_assert(memcmp(old, got, CL) == 0);
+    /* granule 0 was not overwritten: not copied */
+    ck_assert_int_eq(vbk_block_pread(tgt, 0, CL, got), 0);
+    ck_assert(vbk_hbitmap_buffer_is_zero(got, CL));
+    ck_assert(vbk_job_cancel(job, NULL));
+    vbk_job_wait_settled("j");
+    assert_events("BLOCK_JOB_CANCELLED j len=65536 offset=65536");
+}
+END_TEST
+
 static Suite *
 backup_suite(void)
 {
@@ -517,6 +544,7 @@ backup_suite(void)
     tcase_add_test(run, test_action_ignore);
     tcase_add_test(run, test_action_stop);
     tcase_add_test(run, test_enospc_reports_eio);
+    tcase_add_test(run, test_sync_none);
     suite_add_tcase(s, run);
     return s;
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/block/cbw.h"
 #include "core/block/dirty.h"
 #include "core/job/block-copy.h"
 #include "testutil.h"
@@ -449,6 +450,133 @@ START_TEST(test_cbw_range)
 }
 END_TEST
 
+/* ---- the copy-before-write filter node ------------------------------- */
+
+/* raw images over blkdebug: "src" (filled), "tgt" (with @tgt_rules) */
+static void
+raw_pair(const char *tgt_rules)
+{
+    g_autofree char *sp = path_of("src.raw");
+    g_autofree char *tp = path_of("tgt.raw");
+    VbkBlockNode *src;
+
+    ck_assert(vbk_file_create(sp, SIZE, NULL));
+    ck_assert(vbk_file_create(tp, SIZE, NULL));
+    src = open_fmt("raw", sp, "src", NULL);
+    fill(src, 8, 100);
+    vbk_block_node_unref(src);
+    vbk_block_node_unref(open_fmt("raw", tp, "tgt", tgt_rules));
+}
+
+static VbkBlockNode *
+open_cbw(const char *extra, GError **error)
+{
+    g_autofree char *text = g_strdup_printf(
+        "{'driver': <'copy-before-write'>, 'node-name': <'cbw'>, "
+        "'file': <'src'>, 'target': <'tgt'> %s}", extra);
+
+    return vbk_block_node_open(g_variant_parse(NULL, text, NULL, NULL, NULL),
+                               error);
+}
+
+START_TEST(test_cbw_filter_copies_old_data)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree guint8 *old = g_malloc(CL);
+    g_autofree guint8 *got = g_malloc(CL);
+    VbkBlockNode *src, *tgt, *f;
+    g_autoptr(GPtrArray) list = NULL;
+
+    raw_pair(NULL);
+    src = vbk_block_node_find("src");
+    tgt = vbk_block_node_find("tgt");
+    f = open_cbw("", &err);
+    ck_assert_msg(f, "%s", err ? err->message : "");
+    /* the filter shows its "access" (all) and "done" (none) bitmaps */
+    list = vbk_block_dirty_bitmap_query(f);
+    ck_assert_uint_eq(list->len, 2);
+    ck_assert_uint_eq(((VbkDirtyBitmapInfo *) list->pdata[0])->count, SIZE);
+    ck_assert_uint_eq(((VbkDirtyBitmapInfo *) list->pdata[1])->count, 0);
+    g_clear_pointer(&list, g_ptr_array_unref);
+
+    ck_assert_int_eq(vbk_block_pread(src, 5 * CL, CL, old), 0);
+    /* a write to the source itself, and one through the filter */
+    memset(got, 0xee, CL);
+    ck_assert_int_eq(vbk_block_pwrite(src, 5 * CL + 100, 10, got, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(f, 9 * CL, CL, 0), 0);
+    ck_assert_int_eq(vbk_block_pread(tgt, 5 * CL, CL, got), 0);
+    ck_assert(memcmp(old, got, CL) == 0);
+    list = vbk_block_dirty_bitmap_query(f);
+    ck_assert_uint_eq(((VbkDirtyBitmapInfo *) list->pdata[1])->count, 2 * CL);
+    ck_assert_uint_eq(vbk_block_copy_dirty_bytes(vbk_cbw_block_copy(f)),
+                      SIZE - 2 * CL);
+    /* after detaching, writes go straight through */
+    vbk_cbw_detach(f);
+    ck_assert_int_eq(vbk_block_pwrite(src, 0, 10, old, 0), 0);
+    ck_assert_uint_eq(vbk_block_copy_dirty_bytes(vbk_cbw_block_copy(f)),
+                      SIZE - 2 * CL);
+    vbk_block_node_unref(f);
+    ck_assert(vbk_block_node_delete("cbw", NULL));
+}
+END_TEST
+
+START_TEST(test_cbw_break_guest_write)
+{
+    g_autoptr(GError) err = NULL;
+    guint8 buf[512] = {1};
+    VbkBlockNode *f;
+
+    raw_pair("'inject-error': <[{'event': <'write_aio'>, "
+             "'errno': <5>, 'once': <true>}]>,");
+    f = open_cbw(", 'on-cbw-error': <'break-guest-write'>", &err);
+    ck_assert_msg(f, "%s", err ? err->message : "");
+    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
+                                      buf, 0), -EIO);
+    ck_assert(!vbk_cbw_snapshot_broken(f));
+    /* the cluster is still to copy: the next write copies it */
+    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
+                                      buf, 0), 0);
+    vbk_block_node_unref(f);
+}
+END_TEST
+
+START_TEST(test_cbw_break_snapshot)
+{
+    g_autoptr(GError) err = NULL;
+    guint8 buf[512] = {1};
+    VbkBlockNode *f;
+
+    raw_pair("'inject-error': <[{'event': <'write_aio'>, "
+             "'errno': <5>, 'once': <true>}]>,");
+    f = open_cbw(", 'on-cbw-error': <'break-snapshot'>, "
+                 "'cbw-timeout': <uint64 5>", &err);
+    ck_assert_msg(f, "%s", err ? err->message : "");
+    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
+                                      buf, 0), 0);
+    ck_assert(vbk_cbw_snapshot_broken(f));
+    vbk_block_node_unref(f);
+}
+END_TEST
+
+START_TEST(test_cbw_options)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GPtrArray) list = NULL;
+
+    raw_pair(NULL);
+    ck_assert_ptr_null(open_cbw(", 'on-cbw-error': <'sometimes'>", &err));
+    ck_assert_str_eq(err->message, "Parameter 'on-cbw-error' does not "
+                                   "accept value 'sometimes'");
+    g_clear_error(&err);
+    ck_assert_ptr_null(open_cbw(", 'bitmap': <{'node': <'src'>, "
+                                "'name': <'nosuch'>}>", &err));
+    ck_assert_str_eq(err->message, "Dirty bitmap 'nosuch' not found");
+    /* nothing stays attached to the source */
+    list = vbk_block_dirty_bitmap_query(vbk_block_node_find("src"));
+    ck_assert_uint_eq(list->len, 0);
+}
+END_TEST
+
 static Suite *
 block_copy_suite(void)
 {
@@ -465,6 +593,14 @@ block_copy_suite(void)
     tcase_add_test(tc, test_read_error);
     tcase_add_test(tc, test_write_error);
     tcase_add_test(tc, test_cbw_range);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cbw-filter");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_cbw_filter_copies_old_data);
+    tcase_add_test(tc, test_cbw_break_guest_write);
+    tcase_add_test(tc, test_cbw_break_snapshot);
+    tcase_add_test(tc, test_cbw_options);
     suite_add_tcase(s, tc);
     return s;
 }
