@@ -50,6 +50,12 @@ vbk_block_driver_find(const char *name)
     return NULL;
 }
 
+bool
+vbk_block_driver_known(const char *name)
+{
+    return name && vbk_block_driver_find(name) != NULL;
+}
+
 static void
 registry_init_locked(void)
 {

@@ -350,6 +350,11 @@ create_target(VbkBlockNode *bs, const char *path, const char *format,
     }
     if (g_str_equal(format, "raw"))
         return vbk_file_create(path, len, error);
+    if (!vbk_block_driver_known(format)) {
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("Unknown file format '%s'"), format);
+        return false;
+    }
     if (!g_str_equal(format, "qcow2")) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
                     _("Format driver '%s' does not support image creation"), format);
