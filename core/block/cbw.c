@@ -45,10 +45,10 @@ typedef struct {
     VbkBlockNode *target;
     bool break_snapshot;
     int64_t timeout_us;
-    gint snapshot_broken;   /* atomic */
-    VbkDirtyBitmap *done;   /* attached to the filter node */
+    gint snapshot_broken; /* atomic */
+    VbkDirtyBitmap *done; /* attached to the filter node */
     VbkDirtyBitmap *access;
-    bool watching;          /* in the source's before_write list */
+    bool watching; /* in the source's before_write list */
 } CbwState;
 
 static const char *const cbw_options[] = {
@@ -132,8 +132,7 @@ vbk_cbw_snapshot_broken(VbkBlockNode *filter)
 
 /* The copy bitmap becomes a copy of the bitmap {node, name}. */
 static bool
-cbw_use_bitmap(CbwState *s, VbkBlockNode *src, GVariant *opts,
-               GError **error)
+cbw_use_bitmap(CbwState *s, VbkBlockNode *src, GVariant *opts, GError **error)
 {
     g_autoptr(GVariant) v = g_variant_lookup_value(opts, "bitmap", NULL);
     const char *node = NULL, *name = NULL;
@@ -191,8 +190,8 @@ cbw_parse(CbwState *s, GVariant *opts, const char **target, GError **error)
         return false;
     }
     s->break_snapshot = mode && g_str_equal(mode, "break-snapshot");
-    s->timeout_us = (int64_t) MIN(timeout, (uint64_t) G_MAXINT32) *
-                    G_USEC_PER_SEC;
+    s->timeout_us =
+        (int64_t) MIN(timeout, (uint64_t) G_MAXINT32) * G_USEC_PER_SEC;
     return true;
 }
 

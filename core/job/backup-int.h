@@ -20,19 +20,18 @@ typedef struct {
     VbkBlockNode *source;
     VbkBlockNode *target;
     VbkBlockNode *filter;
-    VbkBlockCopy *bc;              /* the filter's */
-    VbkDirtyBitmap *sync_bitmap;   /* the parent, a reference */
-    bool drop_target;              /* drive-backup opened it */
-    bool ended;                    /* commit or abort ran */
+    VbkBlockCopy *bc;            /* the filter's */
+    VbkDirtyBitmap *sync_bitmap; /* the parent, a reference */
+    bool drop_target;            /* drive-backup opened it */
+    bool ended;                  /* commit or abort ran */
     bool succeeded;
 
-    GMutex lock;                   /* the fields below */
+    GMutex lock; /* the fields below */
     uint64_t len;
     uint64_t offset;
     int64_t speed;
     const char *io_status;
 } VbkBackupJob;
-
 
 /* Live backup jobs, newest first; the lock is taken before the job
  * registry's, never after. */

@@ -46,7 +46,10 @@ static const char *const sync_names[VBK_BACKUP_SYNC_LAST] = {
     "top", "full", "none", "incremental", "bitmap",
 };
 static const char *const mode_names[VBK_BITMAP_SYNC_LAST] = {
-    "", "on-success", "never", "always",
+    "",
+    "on-success",
+    "never",
+    "always",
 };
 const char *const vbk_error_action_names[VBK_ERROR_ACTION_LAST] = {
     "report", "ignore", "stop", "enospc", "auto",
@@ -90,7 +93,7 @@ vbk_error_action_from_string(const char *s)
 void
 vbk_backup_options_init(VbkBackupOptions *opts)
 {
-    *opts = (VbkBackupOptions) {
+    *opts = (VbkBackupOptions){
         .sync = VBK_BACKUP_SYNC_FULL,
         .auto_finalize = true,
         .auto_dismiss = true,
@@ -146,8 +149,7 @@ backup_should_stop(void *opaque)
 static VbkErrorAction
 backup_error_action(VbkBackupJob *bj, const VbkBlockCopyError *err)
 {
-    VbkErrorAction a = err->is_read ? bj->on_source_error
-                                    : bj->on_target_error;
+    VbkErrorAction a = err->is_read ? bj->on_source_error : bj->on_target_error;
     VbkBlockJobEvent ev = {
         .name = "BLOCK_JOB_ERROR",
         .id = bj->id,
@@ -209,7 +211,8 @@ backup_run(VbkJob *job, void *opaque, GError **error)
         ret = backup_scan_top(bj);
     g_mutex_lock(&bj->lock);
     bj->len = bj->sync == VBK_BACKUP_SYNC_NONE
-                  ? 0 : vbk_block_copy_dirty_bytes(bj->bc);
+                  ? 0
+                  : vbk_block_copy_dirty_bytes(bj->bc);
     vbk_job_progress_set_total(job, bj->len);
     g_mutex_unlock(&bj->lock);
 
@@ -270,8 +273,7 @@ backup_settle_bitmap(VbkBackupJob *bj, bool ok)
         vbk_block_dirty_detach_locked(bj->source, succ);
         result = parent;
     }
-    if (!ok && bj->bitmap_mode == VBK_BITMAP_SYNC_ALWAYS && result &&
-        bj->bc)
+    if (!ok && bj->bitmap_mode == VBK_BITMAP_SYNC_ALWAYS && result && bj->bc)
         vbk_dirty_bitmap_merge(result, vbk_block_copy_bitmap(bj->bc), NULL,
                                NULL);
     vbk_block_dirty_unlock(bj->source);
@@ -350,7 +352,9 @@ backup_pending(VbkJob *job, void *opaque)
 {
     VbkBackupJob *bj = opaque;
     VbkBlockJobEvent ev = {
-        .name = "BLOCK_JOB_PENDING", .type = "backup", .id = bj->id,
+        .name = "BLOCK_JOB_PENDING",
+        .type = "backup",
+        .id = bj->id,
     };
 
     vbk_backup_emit(&ev);
@@ -388,4 +392,3 @@ const VbkJobDriver vbk_backup_job_driver = {
     .free = backup_free,
     .pending = backup_pending,
 };
-

@@ -28,7 +28,7 @@ typedef enum {
 } VbkBackupSync;
 
 typedef enum {
-    VBK_BITMAP_SYNC_UNSET,      /* bitmap-mode not given */
+    VBK_BITMAP_SYNC_UNSET, /* bitmap-mode not given */
     VBK_BITMAP_SYNC_ON_SUCCESS,
     VBK_BITMAP_SYNC_NEVER,
     VBK_BITMAP_SYNC_ALWAYS,
@@ -51,21 +51,21 @@ int vbk_bitmap_sync_mode_from_string(const char *s);
 int vbk_error_action_from_string(const char *s);
 
 typedef struct {
-    const char *job_id;         /* NULL: the device name */
-    const char *device;         /* source node */
-    const char *target;         /* target node (blockdev-backup) */
+    const char *job_id; /* NULL: the device name */
+    const char *device; /* source node */
+    const char *target; /* target node (blockdev-backup) */
     VbkBackupSync sync;
-    int64_t speed;              /* bytes/s, 0 unlimited */
-    const char *bitmap;         /* NULL: none */
+    int64_t speed;      /* bytes/s, 0 unlimited */
+    const char *bitmap; /* NULL: none */
     VbkBitmapSyncMode bitmap_mode;
     bool compress;
     VbkErrorAction on_source_error;
     VbkErrorAction on_target_error;
-    bool auto_finalize;         /* callers set both to TRUE by default */
+    bool auto_finalize; /* callers set both to TRUE by default */
     bool auto_dismiss;
     const char *filter_node_name;
-    int64_t max_workers;        /* x-perf; default 64 */
-    int64_t max_chunk;          /* x-perf; default 0 */
+    int64_t max_workers; /* x-perf; default 64 */
+    int64_t max_chunk;   /* x-perf; default 0 */
 } VbkBackupOptions;
 
 /* Fill @opts with QEMU's defaults. */
@@ -95,17 +95,19 @@ typedef enum {
  * blockdev-backup does.
  */
 VbkJob *vbk_drive_backup_create(const VbkBackupOptions *opts,
-                                const char *format, VbkNewImageMode mode,
+                                const char *format,
+                                VbkNewImageMode mode,
                                 GError **error);
 VbkJob *vbk_drive_backup_start(const VbkBackupOptions *opts,
-                               const char *format, VbkNewImageMode mode,
+                               const char *format,
+                               VbkNewImageMode mode,
                                GError **error);
 
 /* ---- block jobs: query and control ---------------------------------- */
 
 typedef struct {
-    char *type;          /* "backup" */
-    char *device;        /* the job id */
+    char *type;   /* "backup" */
+    char *device; /* the job id */
     uint64_t len;
     uint64_t offset;
     bool busy;
@@ -116,7 +118,7 @@ typedef struct {
     VbkJobStatus status;
     bool auto_finalize;
     bool auto_dismiss;
-    char *error;         /* NULL unless the job failed */
+    char *error; /* NULL unless the job failed */
 } VbkBlockJobInfo;
 
 void vbk_block_job_info_free(VbkBlockJobInfo *info);
@@ -141,9 +143,9 @@ bool vbk_block_job_cancel(VbkJob *job, bool force, GError **error);
  * of this module held.
  */
 typedef struct {
-    const char *name;      /* event name */
-    const char *type;      /* "backup" */
-    const char *id;        /* job id ("device" / "id") */
+    const char *name; /* event name */
+    const char *type; /* "backup" */
+    const char *id;   /* job id ("device" / "id") */
     uint64_t len;
     uint64_t offset;
     int64_t speed;

@@ -27,9 +27,12 @@ fail(GError **error, const char *msg)
 /* do_backup_common(): the bitmap rules.  *sync and *mode may change
  * (incremental = bitmap + on-success); *pbm is the bitmap or NULL. */
 static bool
-check_bitmap_args(VbkBlockNode *bs, const VbkBackupOptions *o,
-                  VbkBackupSync *sync, VbkBitmapSyncMode *mode,
-                  VbkDirtyBitmap **pbm, GError **error)
+check_bitmap_args(VbkBlockNode *bs,
+                  const VbkBackupOptions *o,
+                  VbkBackupSync *sync,
+                  VbkBitmapSyncMode *mode,
+                  VbkDirtyBitmap **pbm,
+                  GError **error)
 {
     VbkDirtyBitmap *bm = NULL;
     bool ok = true;
@@ -37,7 +40,8 @@ check_bitmap_args(VbkBlockNode *bs, const VbkBackupOptions *o,
     *sync = o->sync;
     *mode = o->bitmap_mode;
     if ((*sync == VBK_BACKUP_SYNC_BITMAP ||
-         *sync == VBK_BACKUP_SYNC_INCREMENTAL) && !o->bitmap) {
+         *sync == VBK_BACKUP_SYNC_INCREMENTAL) &&
+        !o->bitmap) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("must provide a valid bitmap name for '%s' sync mode"),
                     vbk_backup_sync_to_string(*sync));
@@ -113,8 +117,10 @@ check_not_target(VbkBlockNode *bs, GError **error)
 
 /* backup_job_create()'s first checks, before anything changes. */
 static bool
-check_nodes(VbkBlockNode *bs, VbkBlockNode *target,
-            const VbkBackupOptions *o, GError **error)
+check_nodes(VbkBlockNode *bs,
+            VbkBlockNode *target,
+            const VbkBackupOptions *o,
+            GError **error)
 {
     if (bs == target)
         return fail(error, _("Source and target cannot be the same"));
@@ -138,7 +144,9 @@ check_nodes(VbkBlockNode *bs, VbkBlockNode *target,
 
 /* Freeze @bm: DEFAULT check (unless never), successor on the node. */
 static bool
-freeze_bitmap(VbkBlockNode *bs, VbkDirtyBitmap *bm, VbkBitmapSyncMode mode,
+freeze_bitmap(VbkBlockNode *bs,
+              VbkDirtyBitmap *bm,
+              VbkBitmapSyncMode mode,
               GError **error)
 {
     VbkDirtyBitmap *succ;
@@ -176,7 +184,9 @@ check_lengths(VbkBlockNode *bs, VbkBlockNode *target, GError **error)
 }
 
 static VbkBlockNode *
-insert_filter(VbkBlockNode *bs, VbkBlockNode *target, const char *name,
+insert_filter(VbkBlockNode *bs,
+              VbkBlockNode *target,
+              const char *name,
               GError **error)
 {
     GVariantBuilder b;
@@ -214,8 +224,11 @@ init_copy_bitmap(VbkBackupJob *bj, GError **error)
 }
 
 static VbkBackupJob *
-backup_new(VbkBlockNode *bs, VbkBlockNode *target, const VbkBackupOptions *o,
-           VbkBackupSync sync, VbkBitmapSyncMode mode)
+backup_new(VbkBlockNode *bs,
+           VbkBlockNode *target,
+           const VbkBackupOptions *o,
+           VbkBackupSync sync,
+           VbkBitmapSyncMode mode)
 {
     VbkBackupJob *bj = g_new0(VbkBackupJob, 1);
 
@@ -241,8 +254,8 @@ backup_setup(VbkBackupJob *bj, const VbkBackupOptions *o, GError **error)
 
     if (!check_lengths(bj->source, bj->target, error))
         return false;
-    bj->filter = insert_filter(bj->source, bj->target, o->filter_node_name,
-                               error);
+    bj->filter =
+        insert_filter(bj->source, bj->target, o->filter_node_name, error);
     if (!bj->filter)
         return false;
     bj->bc = vbk_cbw_block_copy(bj->filter);
@@ -332,8 +345,11 @@ vbk_backup_job_start(const VbkBackupOptions *o, GError **error)
 
 /* Create the image @path for drive-backup's mode absolute-paths. */
 static bool
-create_target(VbkBlockNode *bs, const char *path, const char *format,
-              VbkBlockNode *backing, GError **error)
+create_target(VbkBlockNode *bs,
+              const char *path,
+              const char *format,
+              VbkBlockNode *backing,
+              GError **error)
 {
     int64_t len = vbk_block_node_getlength(bs);
     VbkQcow2CreateOptions q = {0};
@@ -357,7 +373,8 @@ create_target(VbkBlockNode *bs, const char *path, const char *format,
     }
     if (!g_str_equal(format, "qcow2")) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
-                    _("Format driver '%s' does not support image creation"), format);
+                    _("Format driver '%s' does not support image creation"),
+                    format);
         return false;
     }
     if (!vbk_file_create(path, 0, error))
@@ -379,8 +396,10 @@ create_target(VbkBlockNode *bs, const char *path, const char *format,
 }
 
 VbkJob *
-vbk_drive_backup_create(const VbkBackupOptions *o, const char *format,
-                        VbkNewImageMode mode, GError **error)
+vbk_drive_backup_create(const VbkBackupOptions *o,
+                        const char *format,
+                        VbkNewImageMode mode,
+                        GError **error)
 {
     VbkBackupOptions opts = *o;
     VbkBlockNode *bs = vbk_block_node_lookup(o->device, error);
@@ -426,8 +445,10 @@ vbk_drive_backup_create(const VbkBackupOptions *o, const char *format,
 }
 
 VbkJob *
-vbk_drive_backup_start(const VbkBackupOptions *o, const char *format,
-                       VbkNewImageMode mode, GError **error)
+vbk_drive_backup_start(const VbkBackupOptions *o,
+                       const char *format,
+                       VbkNewImageMode mode,
+                       GError **error)
 {
     VbkJob *job = vbk_drive_backup_create(o, format, mode, error);
 

@@ -28,9 +28,9 @@
 #include "block-copy.h"
 #include "core/block/dirty.h"
 
-#define SLICE_US (G_USEC_PER_SEC / 10)
+#define SLICE_US         (G_USEC_PER_SEC / 10)
 #define ROUND_DOWN(n, d) (((n) / (d)) * (d))
-#define ROUND_UP(n, d) ROUND_DOWN((n) + (d) - 1, (d))
+#define ROUND_UP(n, d)   ROUND_DOWN((n) + (d) -1, (d))
 
 typedef struct {
     uint64_t start;
@@ -44,18 +44,18 @@ struct VbkBlockCopy {
     uint64_t cluster;
     uint64_t chunk;
     int workers;
-    VbkDirtyBitmap *bitmap;     /* attached to source; bitmap lock */
+    VbkDirtyBitmap *bitmap; /* attached to source; bitmap lock */
 
-    GMutex lock;                /* everything below */
-    GCond cond;                 /* in-flight ended, interrupt, speed */
-    GArray *inflight;           /* BcRange */
-    uint64_t cursor;            /* where workers look for work next */
+    GMutex lock;      /* everything below */
+    GCond cond;       /* in-flight ended, interrupt, speed */
+    GArray *inflight; /* BcRange */
+    uint64_t cursor;  /* where workers look for work next */
     bool interrupted;
-    bool stopped;               /* the stop func said so in this run */
-    int throttled;              /* workers waiting for the rate limit */
-    int run_ret;                /* first error of the current run */
+    bool stopped;  /* the stop func said so in this run */
+    int throttled; /* workers waiting for the rate limit */
+    int run_ret;   /* first error of the current run */
     VbkBlockCopyError run_err;
-    uint8_t **bufs;             /* one chunk per worker, lazily */
+    uint8_t **bufs; /* one chunk per worker, lazily */
     uint64_t speed;
     int64_t slice_end;
     uint64_t slice_bytes;
@@ -66,8 +66,10 @@ struct VbkBlockCopy {
 };
 
 VbkBlockCopy *
-vbk_block_copy_new(VbkBlockNode *source, VbkBlockNode *target,
-                   const VbkBlockCopyOptions *opts, GError **error)
+vbk_block_copy_new(VbkBlockNode *source,
+                   VbkBlockNode *target,
+                   const VbkBlockCopyOptions *opts,
+                   GError **error)
 {
     g_autoptr(VbkBlockCopy) bc = g_new0(VbkBlockCopy, 1);
     int64_t len = vbk_block_node_getlength(source);
@@ -78,13 +80,13 @@ vbk_block_copy_new(VbkBlockNode *source, VbkBlockNode *target,
     bc->source = vbk_block_node_ref(source);
     bc->target = vbk_block_node_ref(target);
     if (len < 0) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
-                    "%s", g_strerror((int) -len));
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO, "%s",
+                    g_strerror((int) -len));
         return NULL;
     }
     bc->len = len;
-    bc->cluster = MAX(VBK_BLOCK_COPY_CLUSTER_MIN,
-                      vbk_block_node_cluster_size(target));
+    bc->cluster =
+        MAX(VBK_BLOCK_COPY_CLUSTER_MIN, vbk_block_node_cluster_size(target));
     vbk_block_copy_configure(bc, opts);
 
     bc->bitmap = vbk_dirty_bitmap_new(NULL, bc->cluster, bc->len, error);
@@ -111,23 +113,22 @@ free_buffers_locked(VbkBlockCopy *bc)
 void
 vbk_block_copy_configure(VbkBlockCopy *bc, const VbkBlockCopyOptions *opts)
 {
-    uint64_t chunk = opts && opts->max_chunk > 0
-                         ? (uint64_t) opts->max_chunk
-                         : VBK_BLOCK_COPY_CHUNK_DEFAULT;
+    uint64_t chunk = opts && opts->max_chunk > 0 ? (uint64_t) opts->max_chunk
+                                                 : VBK_BLOCK_COPY_CHUNK_DEFAULT;
 
     g_mutex_lock(&bc->lock);
     free_buffers_locked(bc);
     chunk = MIN(chunk, VBK_BLOCK_COPY_CHUNK_DEFAULT);
     bc->chunk = MAX(chunk - chunk % bc->cluster, bc->cluster);
     bc->workers = opts && opts->max_workers > 0
-                      ? (int) MIN(opts->max_workers,
-                                  VBK_BLOCK_COPY_THREADS_MAX)
+                      ? (int) MIN(opts->max_workers, VBK_BLOCK_COPY_THREADS_MAX)
                       : VBK_BLOCK_COPY_THREADS_MAX;
     g_mutex_unlock(&bc->lock);
 }
 
 void
-vbk_block_copy_set_stop_func(VbkBlockCopy *bc, VbkBlockCopyStopFunc func,
+vbk_block_copy_set_stop_func(VbkBlockCopy *bc,
+                             VbkBlockCopyStopFunc func,
                              void *opaque)
 {
     g_mutex_lock(&bc->lock);
@@ -238,7 +239,8 @@ vbk_block_copy_resume(VbkBlockCopy *bc)
 
 void
 vbk_block_copy_set_progress_func(VbkBlockCopy *bc,
-                                 VbkBlockCopyProgressFunc func, void *opaque)
+                                 VbkBlockCopyProgressFunc func,
+                                 void *opaque)
 {
     g_mutex_lock(&bc->lock);
     bc->progress = func;
@@ -247,7 +249,8 @@ vbk_block_copy_set_progress_func(VbkBlockCopy *bc,
 }
 
 int
-vbk_block_copy_reset_unallocated(VbkBlockCopy *bc, uint64_t offset,
+vbk_block_copy_reset_unallocated(VbkBlockCopy *bc,
+                                 uint64_t offset,
                                  uint64_t *pnum)
 {
     uint64_t bytes = MIN(bc->len - offset, bc->chunk);
@@ -299,8 +302,12 @@ report_progress(VbkBlockCopy *bc, uint64_t bytes)
 
 /* Copy [start, end) extent by extent through @buf (@buflen bytes). */
 static int
-copy_range(VbkBlockCopy *bc, uint64_t start, uint64_t end, uint8_t *buf,
-           uint64_t buflen, VbkBlockCopyError *err)
+copy_range(VbkBlockCopy *bc,
+           uint64_t start,
+           uint64_t end,
+           uint8_t *buf,
+           uint64_t buflen,
+           VbkBlockCopyError *err)
 {
     uint64_t off = start;
 
@@ -310,29 +317,28 @@ copy_range(VbkBlockCopy *bc, uint64_t start, uint64_t end, uint8_t *buf,
         int st, ret;
 
         st = vbk_block_block_status_above(bc->source, off,
-                                           MIN(end - off, buflen), &n,
-                                           &depth);
+                                          MIN(end - off, buflen), &n, &depth);
         if (st < 0) {
-            *err = (VbkBlockCopyError) {st, true};
+            *err = (VbkBlockCopyError){st, true};
             return st;
         }
         n = MIN(MAX(n, 1), MIN(end - off, buflen));
         if ((st & VBK_BS_ZERO) || depth == 0) {
-            ret = vbk_block_pwrite_zeroes(bc->target, off, n,
-                                          VBK_REQ_MAY_UNMAP);
+            ret =
+                vbk_block_pwrite_zeroes(bc->target, off, n, VBK_REQ_MAY_UNMAP);
             if (ret < 0) {
-                *err = (VbkBlockCopyError) {ret, false};
+                *err = (VbkBlockCopyError){ret, false};
                 return ret;
             }
         } else {
             ret = vbk_block_pread(bc->source, off, n, buf);
             if (ret < 0) {
-                *err = (VbkBlockCopyError) {ret, true};
+                *err = (VbkBlockCopyError){ret, true};
                 return ret;
             }
             ret = vbk_block_pwrite(bc->target, off, n, buf, 0);
             if (ret < 0) {
-                *err = (VbkBlockCopyError) {ret, false};
+                *err = (VbkBlockCopyError){ret, false};
                 return ret;
             }
         }
@@ -490,7 +496,7 @@ vbk_block_copy_run(VbkBlockCopy *bc, VbkBlockCopyError *err)
     g_mutex_unlock(&bc->lock);
 
     for (int i = 0; i < bc->workers; i++) {
-        w[i] = (BcWorker) {bc, bc->bufs[i]};
+        w[i] = (BcWorker){bc, bc->bufs[i]};
         t[i] = g_thread_new("block-copy", worker_main, &w[i]);
     }
     for (int i = 0; i < bc->workers; i++)
@@ -524,15 +530,13 @@ overlaps_inflight_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end)
 /* bc->lock held, nothing in flight over [start, end): claim its dirty
  * runs into @runs. */
 static void
-claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end,
-                  GArray *runs)
+claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end, GArray *runs)
 {
     uint64_t pos = start, s, n;
 
     vbk_block_dirty_lock(bc->source);
-    while (pos < end &&
-           vbk_dirty_bitmap_next_dirty_area(bc->bitmap, pos, end, end - pos,
-                                            &s, &n)) {
+    while (pos < end && vbk_dirty_bitmap_next_dirty_area(bc->bitmap, pos, end,
+                                                         end - pos, &s, &n)) {
         BcRange r = {s, MIN(ROUND_UP(s + n, bc->cluster), end)};
 
         vbk_dirty_bitmap_reset(bc->bitmap, r.start, r.end - r.start);
@@ -547,14 +551,17 @@ claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end,
 }
 
 int
-vbk_block_copy_range(VbkBlockCopy *bc, uint64_t offset, uint64_t bytes,
-                     int64_t timeout_us, VbkBlockCopyDoneFunc done,
-                     void *opaque, VbkBlockCopyError *err)
+vbk_block_copy_range(VbkBlockCopy *bc,
+                     uint64_t offset,
+                     uint64_t bytes,
+                     int64_t timeout_us,
+                     VbkBlockCopyDoneFunc done,
+                     void *opaque,
+                     VbkBlockCopyError *err)
 {
     uint64_t start = ROUND_DOWN(offset, bc->cluster);
     uint64_t end = MIN(ROUND_UP(offset + bytes, bc->cluster), bc->len);
-    int64_t deadline = timeout_us > 0 ? g_get_monotonic_time() + timeout_us
-                                      : 0;
+    int64_t deadline = timeout_us > 0 ? g_get_monotonic_time() + timeout_us : 0;
     g_autoptr(GArray) runs = NULL;
     g_autofree uint8_t *buf = NULL;
     VbkBlockCopyError local = {0, false};
@@ -571,7 +578,7 @@ vbk_block_copy_range(VbkBlockCopy *bc, uint64_t offset, uint64_t bytes,
         } else if (!g_cond_wait_until(&bc->cond, &bc->lock, deadline) &&
                    overlaps_inflight_locked(bc, start, end)) {
             g_mutex_unlock(&bc->lock);
-            local = (VbkBlockCopyError) {-ETIMEDOUT, false};
+            local = (VbkBlockCopyError){-ETIMEDOUT, false};
             if (err)
                 *err = local;
             return -ETIMEDOUT;

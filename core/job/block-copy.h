@@ -45,14 +45,14 @@ typedef struct VbkBlockCopy VbkBlockCopy;
 #define VBK_BLOCK_COPY_CHUNK_DEFAULT (1024 * 1024)
 
 typedef struct {
-    int64_t max_workers;   /* x-perf max-workers, >= 1 (default 64) */
-    int64_t max_chunk;     /* x-perf max-chunk, 0: no limit */
+    int64_t max_workers; /* x-perf max-workers, >= 1 (default 64) */
+    int64_t max_chunk;   /* x-perf max-chunk, 0: no limit */
 } VbkBlockCopyOptions;
 
 /* Where a copy failed. */
 typedef struct {
-    int ret;        /* -errno */
-    bool is_read;   /* failed reading the source (else writing target) */
+    int ret;      /* -errno */
+    bool is_read; /* failed reading the source (else writing target) */
 } VbkBlockCopyError;
 
 /*
@@ -61,7 +61,8 @@ typedef struct {
  * size); chunks are max-chunk rounded down to clusters, at most 1 MiB
  * and at least one cluster.  Fails only when a length is unknown.
  */
-VbkBlockCopy *vbk_block_copy_new(VbkBlockNode *source, VbkBlockNode *target,
+VbkBlockCopy *vbk_block_copy_new(VbkBlockNode *source,
+                                 VbkBlockNode *target,
                                  const VbkBlockCopyOptions *opts,
                                  GError **error);
 /* Detach the copy bitmap from the source and free.  No copy may run. */
@@ -87,7 +88,8 @@ uint64_t vbk_block_copy_dirty_bytes(VbkBlockCopy *bc);
  * the bytes looked at (a multiple of the cluster size, or to the end).
  * Returns 1 when they were cleared, 0 when allocated, or -errno.
  */
-int vbk_block_copy_reset_unallocated(VbkBlockCopy *bc, uint64_t offset,
+int vbk_block_copy_reset_unallocated(VbkBlockCopy *bc,
+                                     uint64_t offset,
                                      uint64_t *pnum);
 
 /* Is the background copy waiting for its rate limit (QEMU's job is
@@ -104,7 +106,8 @@ void vbk_block_copy_resume(VbkBlockCopy *bc);
 /* Polled by the workers between chunks (with no I/O in progress): TRUE
  * makes vbk_block_copy_run() return 1 as an interrupt does. */
 typedef bool (*VbkBlockCopyStopFunc)(void *opaque);
-void vbk_block_copy_set_stop_func(VbkBlockCopy *bc, VbkBlockCopyStopFunc func,
+void vbk_block_copy_set_stop_func(VbkBlockCopy *bc,
+                                  VbkBlockCopyStopFunc func,
                                   void *opaque);
 
 /* Set the worker count and chunk size (as at creation) before a run. */
@@ -134,10 +137,15 @@ int vbk_block_copy_run(VbkBlockCopy *bc, VbkBlockCopyError *err);
  * (-ETIMEDOUT).  @done (may be NULL) is told each range this call
  * copied.  Returns 0 or -errno (*err set when not NULL).
  */
-typedef void (*VbkBlockCopyDoneFunc)(uint64_t offset, uint64_t bytes,
+typedef void (*VbkBlockCopyDoneFunc)(uint64_t offset,
+                                     uint64_t bytes,
                                      void *opaque);
-int vbk_block_copy_range(VbkBlockCopy *bc, uint64_t offset, uint64_t bytes,
-                         int64_t timeout_us, VbkBlockCopyDoneFunc done,
-                         void *opaque, VbkBlockCopyError *err);
+int vbk_block_copy_range(VbkBlockCopy *bc,
+                         uint64_t offset,
+                         uint64_t bytes,
+                         int64_t timeout_us,
+                         VbkBlockCopyDoneFunc done,
+                         void *opaque,
+                         VbkBlockCopyError *err);
 
 G_END_DECLS

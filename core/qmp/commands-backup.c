@@ -51,8 +51,12 @@ ensure_events(void)
 }
 
 static bool
-enum_arg(JsonObject *args, const char *name, int (*parse)(const char *),
-         int def, int *out, GError **error)
+enum_arg(JsonObject *args,
+         const char *name,
+         int (*parse)(const char *),
+         int def,
+         int *out,
+         GError **error)
 {
     const char *s = vbk_qmp_arg_str(args, name, NULL);
 
@@ -82,8 +86,7 @@ backup_common(JsonObject *args, VbkBackupOptions *o, GError **error)
     int sync, mode, se, te;
 
     vbk_backup_options_init(o);
-    if (!enum_arg(args, "sync", vbk_backup_sync_from_string, 0, &sync,
-                  error) ||
+    if (!enum_arg(args, "sync", vbk_backup_sync_from_string, 0, &sync, error) ||
         !enum_arg(args, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
                   VBK_BITMAP_SYNC_UNSET, &mode, error) ||
         !enum_arg(args, "on-source-error", vbk_error_action_from_string,
@@ -115,20 +118,20 @@ backup_common(JsonObject *args, VbkBackupOptions *o, GError **error)
     return true;
 }
 
-#define BACKUP_COMMON_ARGS                              \
-    {"job-id", VBK_QMP_ARG_STR, true},                  \
-    {"device", VBK_QMP_ARG_STR, false},                 \
-    {"sync", VBK_QMP_ARG_STR, false},                   \
-    {"speed", VBK_QMP_ARG_INT, true},                   \
-    {"bitmap", VBK_QMP_ARG_STR, true},                  \
-    {"bitmap-mode", VBK_QMP_ARG_STR, true},             \
-    {"compress", VBK_QMP_ARG_BOOL, true},               \
-    {"on-source-error", VBK_QMP_ARG_STR, true},         \
-    {"on-target-error", VBK_QMP_ARG_STR, true},         \
-    {"auto-finalize", VBK_QMP_ARG_BOOL, true},          \
-    {"auto-dismiss", VBK_QMP_ARG_BOOL, true},           \
-    {"filter-node-name", VBK_QMP_ARG_STR, true},        \
-    {"x-perf", VBK_QMP_ARG_OBJECT, true}
+#define BACKUP_COMMON_ARGS                                                     \
+    {"job-id", VBK_QMP_ARG_STR, true}, {"device", VBK_QMP_ARG_STR, false},     \
+        {"sync", VBK_QMP_ARG_STR, false}, {"speed", VBK_QMP_ARG_INT, true},    \
+        {"bitmap", VBK_QMP_ARG_STR, true},                                     \
+        {"bitmap-mode", VBK_QMP_ARG_STR, true},                                \
+        {"compress", VBK_QMP_ARG_BOOL, true},                                  \
+        {"on-source-error", VBK_QMP_ARG_STR, true},                            \
+        {"on-target-error", VBK_QMP_ARG_STR, true},                            \
+        {"auto-finalize", VBK_QMP_ARG_BOOL, true},                             \
+        {"auto-dismiss", VBK_QMP_ARG_BOOL, true},                              \
+        {"filter-node-name", VBK_QMP_ARG_STR, true},                           \
+    {                                                                          \
+        "x-perf", VBK_QMP_ARG_OBJECT, true                                     \
+    }
 
 static const VbkQmpArg blockdev_backup_args[] = {
     BACKUP_COMMON_ARGS,
@@ -201,8 +204,7 @@ qmp_query_block_jobs(JsonObject *args, JsonNode **ret, GError **error)
         json_object_set_boolean_member(o, "ready", info->ready);
         json_object_set_string_member(o, "status",
                                       vbk_job_status_to_string(info->status));
-        json_object_set_boolean_member(o, "auto-finalize",
-                                       info->auto_finalize);
+        json_object_set_boolean_member(o, "auto-finalize", info->auto_finalize);
         json_object_set_boolean_member(o, "auto-dismiss", info->auto_dismiss);
         if (info->error)
             json_object_set_string_member(o, "error", info->error);
@@ -267,11 +269,11 @@ qmp_block_job_complete(JsonObject *args, JsonNode **ret, GError **error)
     return false;
 }
 
-#define QMP_BLOCK_JOB_VERB(fn, key, call)                               \
-    static bool fn(JsonObject *args, JsonNode **ret, GError **error)     \
-    {                                                                    \
-        VbkJob *job = find_job(args, key, error);                        \
-        return job && call(job, error);                                  \
+#define QMP_BLOCK_JOB_VERB(fn, key, call)                                      \
+    static bool fn(JsonObject *args, JsonNode **ret, GError **error)           \
+    {                                                                          \
+        VbkJob *job = find_job(args, key, error);                              \
+        return job && call(job, error);                                        \
     }
 
 QMP_BLOCK_JOB_VERB(qmp_block_job_pause, "device", vbk_job_user_pause)

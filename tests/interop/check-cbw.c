@@ -18,7 +18,7 @@
 #include "testutil.h"
 
 #define SIZE (16u << 20)
-#define CL 65536u
+#define CL   65536u
 
 static char *tmpdir;
 
@@ -51,8 +51,8 @@ run(const char *const *argv, char **out)
 static void
 qemu_img_create(const char *path)
 {
-    const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", path,
-                          "16M", NULL};
+    const char *argv[] = {"qemu-img", "create", "-q",  "-f",
+                          "qcow2",    path,     "16M", NULL};
 
     ck_assert_int_eq(run(argv, NULL), 0);
 }
@@ -61,8 +61,8 @@ static VbkBlockNode *
 open_qcow2(const char *path, const char *name)
 {
     g_autoptr(GError) err = NULL;
-    VbkBlockNode *bs = vbk_block_node_open_image(path, "qcow2", false, name,
-                                                 &err);
+    VbkBlockNode *bs =
+        vbk_block_node_open_image(path, "qcow2", false, name, &err);
 
     ck_assert_msg(bs, "%s", err ? err->message : "");
     vbk_block_node_unref(bs); /* the graph keeps it */
@@ -101,7 +101,7 @@ typedef struct {
     VbkBlockNode *bs;
     VbkJob *job;
     gint stop;
-    guint writes;       /* while the job was running */
+    guint writes; /* while the job was running */
     guint failures;
 } Writer;
 
@@ -183,9 +183,9 @@ proof(int64_t workers, int64_t speed)
 
     {
         const char *cmp[] = {"qemu-img", "compare", "-f", "qcow2", "-F",
-                             "qcow2", snap, tgt, NULL};
+                             "qcow2",    snap,      tgt,  NULL};
         const char *moved[] = {"qemu-img", "compare", "-q", "-f", "qcow2",
-                               "-F", "qcow2", snap, src, NULL};
+                               "-F",       "qcow2",   snap, src,  NULL};
         const char *check[] = {"qemu-img", "check", tgt, NULL};
 
         ck_assert_msg(run(cmp, &out) == 0, "backup differs: %s", out);

@@ -16,7 +16,7 @@
 #include "testutil.h"
 
 #define SIZE (1u << 20)
-#define CL 65536u
+#define CL   65536u
 
 static char *tmpdir;
 static GMutex ev_lock;
@@ -32,10 +32,12 @@ on_event(const VbkBlockJobEvent *ev, void *data)
     else if (g_str_equal(ev->name, "BLOCK_JOB_PENDING"))
         g_ptr_array_add(events, g_strdup_printf("%s %s", ev->name, ev->id));
     else
-        g_ptr_array_add(events, g_strdup_printf(
-            "%s %s len=%" G_GUINT64_FORMAT " offset=%" G_GUINT64_FORMAT
-            "%s%s", ev->name, ev->id, ev->len, ev->offset,
-            ev->error ? " error=" : "", ev->error ? ev->error : ""));
+        g_ptr_array_add(events,
+                        g_strdup_printf("%s %s len=%" G_GUINT64_FORMAT
+                                        " offset=%" G_GUINT64_FORMAT "%s%s",
+                                        ev->name, ev->id, ev->len, ev->offset,
+                                        ev->error ? " error=" : "",
+                                        ev->error ? ev->error : ""));
     g_mutex_unlock(&ev_lock);
 }
 
@@ -106,9 +108,9 @@ add_bitmap(const char *node, const char *name)
 {
     g_autoptr(GError) err = NULL;
 
-    ck_assert_msg(vbk_block_dirty_bitmap_add(node, name, CL, false, false,
-                                             &err),
-                  "%s", err ? err->message : "");
+    ck_assert_msg(
+        vbk_block_dirty_bitmap_add(node, name, CL, false, false, &err), "%s",
+        err ? err->message : "");
 }
 
 /* count, busy, recording of bitmap @name on @node */
@@ -169,12 +171,13 @@ static const RefuseCase refuse_cases[] = {
      false, 64, 0, "Bitmap 'bitmap404' could not be found"},
     {VBK_BACKUP_SYNC_FULL, "bitmap0", 0, "tgt", false, 64, 0,
      "Bitmap sync mode must be given when providing a bitmap"},
-    {VBK_BACKUP_SYNC_NONE, "bitmap0", VBK_BITMAP_SYNC_ON_SUCCESS, "tgt",
-     false, 64, 0, "sync mode 'none' does not produce meaningful bitmap "
-                   "outputs"},
-    {VBK_BACKUP_SYNC_TOP, "bitmap0", VBK_BITMAP_SYNC_NEVER, "tgt", false, 64,
-     0, "Bitmap sync mode 'never' has no meaningful effect when combined "
-        "with sync mode 'top'"},
+    {VBK_BACKUP_SYNC_NONE, "bitmap0", VBK_BITMAP_SYNC_ON_SUCCESS, "tgt", false,
+     64, 0,
+     "sync mode 'none' does not produce meaningful bitmap "
+     "outputs"},
+    {VBK_BACKUP_SYNC_TOP, "bitmap0", VBK_BITMAP_SYNC_NEVER, "tgt", false, 64, 0,
+     "Bitmap sync mode 'never' has no meaningful effect when combined "
+     "with sync mode 'top'"},
     {VBK_BACKUP_SYNC_FULL, NULL, VBK_BITMAP_SYNC_ALWAYS, "tgt", false, 64, 0,
      "Cannot specify bitmap sync mode without a bitmap"},
     {VBK_BACKUP_SYNC_FULL, NULL, 0, "src", false, 64, 0,
@@ -185,8 +188,8 @@ static const RefuseCase refuse_cases[] = {
      "max-workers must be between 1 and 2147483647"},
     {VBK_BACKUP_SYNC_FULL, NULL, 0, "tgt", false, 64, -1,
      "max-chunk must be zero (which means no limit) or positive"},
-    {VBK_BACKUP_SYNC_BITMAP, "bitmap0", VBK_BITMAP_SYNC_ALWAYS, "small",
-     false, 64, 0, "Source and target image have different sizes"},
+    {VBK_BACKUP_SYNC_BITMAP, "bitmap0", VBK_BITMAP_SYNC_ALWAYS, "small", false,
+     64, 0, "Source and target image have different sizes"},
     {VBK_BACKUP_SYNC_BITMAP, "bitmap0", VBK_BITMAP_SYNC_ALWAYS, "tgt", false,
      64, 4096,
      "Required max-chunk (4096) is less than backup cluster size (65536)"},
@@ -219,8 +222,8 @@ START_TEST(test_refused)
     o.max_chunk = c->max_chunk;
     o.filter_node_name = "backup-top";
     ck_assert_ptr_null(vbk_backup_job_start(&o, &err));
-    ck_assert_msg(err && g_str_equal(err->message, c->msg), "case %d: '%s'",
-                  _i, err ? err->message : "(no error)");
+    ck_assert_msg(err && g_str_equal(err->message, c->msg), "case %d: '%s'", _i,
+                  err ? err->message : "(no error)");
     /* nothing left behind: bitmap as it was, no filter, no job */
     ck_assert_uint_eq(bitmap_count("src", "bitmap0", &busy, &rec), CL);
     ck_assert(!busy && rec);
@@ -233,8 +236,11 @@ END_TEST
 /* ---- running backups --------------------------------------------------- */
 
 static VbkJob *
-start(VbkBackupSync sync, const char *bitmap, VbkBitmapSyncMode mode,
-      int64_t speed, bool auto_finalize)
+start(VbkBackupSync sync,
+      const char *bitmap,
+      VbkBitmapSyncMode mode,
+      int64_t speed,
+      bool auto_finalize)
 {
     g_autoptr(GError) err = NULL;
     VbkBackupOptions o;
@@ -272,9 +278,9 @@ three_granules(const char *rules)
 }
 
 /* Fail on the second data read after the rules are set. */
-#define SECOND_READ_FAILS                                                 \
-    "'set-state': <[{'event': <'read_aio'>, 'state': <1>, "               \
-    "'new-state': <2>}]>, 'inject-error': <[{'event': <'read_aio'>, "     \
+#define SECOND_READ_FAILS                                                      \
+    "'set-state': <[{'event': <'read_aio'>, 'state': <1>, "                    \
+    "'new-state': <2>}]>, 'inject-error': <[{'event': <'read_aio'>, "          \
     "'state': <2>, 'errno': <5>, 'once': <true>}]>,"
 
 static void

@@ -15,7 +15,7 @@
 #include "testutil.h"
 
 #define SIZE (4u << 20)
-#define CL 65536u
+#define CL   65536u
 
 static char *tmpdir;
 
@@ -44,10 +44,11 @@ static void
 make_qcow2(const char *path, const char *backing)
 {
     g_autoptr(GError) err = NULL;
-    VbkQcow2CreateOptions o = {.size = SIZE, .backing_file = backing,
+    VbkQcow2CreateOptions o = {.size = SIZE,
+                               .backing_file = backing,
                                .backing_fmt = backing ? "qcow2" : NULL};
-    g_autofree char *text = g_strdup_printf(
-        "{'driver': <'file'>, 'filename': <'%s'>}", path);
+    g_autofree char *text =
+        g_strdup_printf("{'driver': <'file'>, 'filename': <'%s'>}", path);
     g_autoptr(VbkBlockNode) file = NULL;
 
     ck_assert(vbk_file_create(path, 0, &err));
@@ -64,19 +65,18 @@ make_qcow2(const char *path, const char *backing)
 /* Open @path as @fmt node @name, optionally through blkdebug @rules
  * (qcow2 fires no read_aio/write_aio events; raw does). */
 static VbkBlockNode *
-open_fmt(const char *fmt, const char *path, const char *name,
-         const char *rules)
+open_fmt(const char *fmt, const char *path, const char *name, const char *rules)
 {
     g_autoptr(GError) err = NULL;
-    g_autofree char *file = g_strdup_printf(
-        "{'driver': <'file'>, 'filename': <'%s'>}", path);
+    g_autofree char *file =
+        g_strdup_printf("{'driver': <'file'>, 'filename': <'%s'>}", path);
     g_autofree char *child =
         rules ? g_strdup_printf("{'driver': <'blkdebug'>, %s 'image': <%s>}",
                                 rules, file)
               : g_strdup(file);
-    g_autofree char *text = g_strdup_printf(
-        "{'driver': <'%s'>, 'node-name': <'%s'>, 'file': <%s>}", fmt, name,
-        child);
+    g_autofree char *text =
+        g_strdup_printf("{'driver': <'%s'>, 'node-name': <'%s'>, 'file': <%s>}",
+                        fmt, name, child);
     VbkBlockNode *bs = vbk_block_node_open(
         g_variant_parse(NULL, text, NULL, NULL, NULL), &err);
 
@@ -118,8 +118,7 @@ fill(VbkBlockNode *bs, guint32 seed, int data_pct)
         if (what < data_pct)
             ck_assert_int_eq(vbk_block_pwrite(bs, off, CL, buf, 0), 0);
         else if (what < data_pct + 10)
-            ck_assert_int_eq(vbk_block_pwrite(bs, off + 8192, 4096, buf, 0),
-                             0);
+            ck_assert_int_eq(vbk_block_pwrite(bs, off + 8192, 4096, buf, 0), 0);
         else if (what < data_pct + 25)
             ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, off, CL, 0), 0);
     }
@@ -144,8 +143,8 @@ assert_same(VbkBlockNode *a, VbkBlockNode *b)
 static void
 assert_qemu_img_same(const char *a, const char *b)
 {
-    const char *argv[] = {"qemu-img", "compare", "-q", "-f", "qcow2", "-F",
-                          "qcow2", a, b, NULL};
+    const char *argv[] = {"qemu-img", "compare", "-q", "-f", "qcow2",
+                          "-F",       "qcow2",   a,    b,    NULL};
     g_autofree char *out = NULL, *err = NULL;
 
     if (!vbk_test_have_program("qemu-img"))
@@ -277,8 +276,8 @@ START_TEST(test_top_skips_unallocated)
         uint32_t depth = 0;
         uint64_t pnum = 0;
 
-        ck_assert_int_ge(vbk_block_block_status_above(top, off, CL, &pnum,
-                                                      &depth), 0);
+        ck_assert_int_ge(
+            vbk_block_block_status_above(top, off, CL, &pnum, &depth), 0);
         ck_assert_int_eq(vbk_block_pread(tgt, off, CL, y), 0);
         if (depth == 1 || (off == 2 * CL)) {
             ck_assert_int_eq(vbk_block_pread(top, off, CL, x), 0);
@@ -353,7 +352,9 @@ START_TEST(test_speed_interrupt_resume)
 END_TEST
 
 static void
-error_case(const char *src_rules, const char *tgt_rules, int expect_ret,
+error_case(const char *src_rules,
+           const char *tgt_rules,
+           int expect_ret,
            bool expect_read)
 {
     g_autofree char *sp = path_of("src.raw");
@@ -430,19 +431,20 @@ START_TEST(test_cbw_range)
     ck_assert_int_eq(vbk_block_pread(src, 3 * CL, 2 * CL, old), 0);
 
     /* 100 bytes straddling clusters 3 and 4 copy both whole clusters */
-    ck_assert_int_eq(vbk_block_copy_range(bc, 4 * CL - 50, 100, 0, count_done,
-                                          NULL, NULL), 0);
+    ck_assert_int_eq(
+        vbk_block_copy_range(bc, 4 * CL - 50, 100, 0, count_done, NULL, NULL),
+        0);
     ck_assert_uint_eq(done_bytes, 2 * CL);
     ck_assert_uint_eq(vbk_block_copy_dirty_bytes(bc), SIZE - 2 * CL);
     ck_assert_int_eq(vbk_block_pread(tgt, 3 * CL, 2 * CL, got), 0);
     ck_assert(memcmp(old, got, 2 * CL) == 0);
     /* again: nothing left to copy there */
-    ck_assert_int_eq(vbk_block_copy_range(bc, 3 * CL, 2 * CL, 0, count_done,
-                                          NULL, NULL), 0);
+    ck_assert_int_eq(
+        vbk_block_copy_range(bc, 3 * CL, 2 * CL, 0, count_done, NULL, NULL), 0);
     ck_assert_uint_eq(done_bytes, 2 * CL);
     /* the end of the disk is clipped */
-    ck_assert_int_eq(vbk_block_copy_range(bc, SIZE - 1, 1, 0, count_done,
-                                          NULL, NULL), 0);
+    ck_assert_int_eq(
+        vbk_block_copy_range(bc, SIZE - 1, 1, 0, count_done, NULL, NULL), 0);
     ck_assert_uint_eq(done_bytes, 3 * CL);
     vbk_block_copy_free(bc);
     close_node(src);
@@ -473,7 +475,8 @@ open_cbw(const char *extra, GError **error)
 {
     g_autofree char *text = g_strdup_printf(
         "{'driver': <'copy-before-write'>, 'node-name': <'cbw'>, "
-        "'file': <'src'>, 'target': <'tgt'> %s}", extra);
+        "'file': <'src'>, 'target': <'tgt'> %s}",
+        extra);
 
     return vbk_block_node_open(g_variant_parse(NULL, text, NULL, NULL, NULL),
                                error);
@@ -530,12 +533,12 @@ START_TEST(test_cbw_break_guest_write)
              "'errno': <5>, 'once': <true>}]>,");
     f = open_cbw(", 'on-cbw-error': <'break-guest-write'>", &err);
     ck_assert_msg(f, "%s", err ? err->message : "");
-    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
-                                      buf, 0), -EIO);
+    ck_assert_int_eq(
+        vbk_block_pwrite(vbk_block_node_find("src"), 0, 512, buf, 0), -EIO);
     ck_assert(!vbk_cbw_snapshot_broken(f));
     /* the cluster is still to copy: the next write copies it */
-    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
-                                      buf, 0), 0);
+    ck_assert_int_eq(
+        vbk_block_pwrite(vbk_block_node_find("src"), 0, 512, buf, 0), 0);
     vbk_block_node_unref(f);
 }
 END_TEST
@@ -549,10 +552,11 @@ START_TEST(test_cbw_break_snapshot)
     raw_pair("'inject-error': <[{'event': <'write_aio'>, "
              "'errno': <5>, 'once': <true>}]>,");
     f = open_cbw(", 'on-cbw-error': <'break-snapshot'>, "
-                 "'cbw-timeout': <uint64 5>", &err);
+                 "'cbw-timeout': <uint64 5>",
+                 &err);
     ck_assert_msg(f, "%s", err ? err->message : "");
-    ck_assert_int_eq(vbk_block_pwrite(vbk_block_node_find("src"), 0, 512,
-                                      buf, 0), 0);
+    ck_assert_int_eq(
+        vbk_block_pwrite(vbk_block_node_find("src"), 0, 512, buf, 0), 0);
     ck_assert(vbk_cbw_snapshot_broken(f));
     vbk_block_node_unref(f);
 }
@@ -569,7 +573,8 @@ START_TEST(test_cbw_options)
                                    "accept value 'sometimes'");
     g_clear_error(&err);
     ck_assert_ptr_null(open_cbw(", 'bitmap': <{'node': <'src'>, "
-                                "'name': <'nosuch'>}>", &err));
+                                "'name': <'nosuch'>}>",
+                                &err));
     ck_assert_str_eq(err->message, "Dirty bitmap 'nosuch' not found");
     /* nothing stays attached to the source */
     list = vbk_block_dirty_bitmap_query(vbk_block_node_find("src"));
