@@ -530,7 +530,8 @@ overlaps_inflight_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end)
 /* bc->lock held, nothing in flight over [start, end): claim its dirty
  * runs into @runs. */
 static void
-claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end, GArray *runs)
+claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end,
+                  GArray **runs)
 {
     uint64_t pos = start, s, n;
 
@@ -540,11 +541,13 @@ claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end, GArray *runs)
         BcRange r = {s, MIN(ROUND_UP(s + n, bc->cluster), end)};
 
         vbk_dirty_bitmap_reset(bc->bitmap, r.start, r.end - r.start);
-        g_array_append_val(runs, r);
+        if (!*runs) /* only now: a write to copied clusters allocates none */
+            *runs = g_array_new(FALSE, FALSE, sizeof(BcRange));
+        g_array_append_val(*runs, r);
         pos = r.end;
     }
     vbk_block_dirty_unlock(bc->source);
-    if (runs->len > 0) {
+    if (*runs) {
         BcRange hull = {start, end};
         g_array_append_val(bc->inflight, hull);
     }
@@ -570,7 +573,6 @@ vbk_block_copy_range(VbkBlockCopy *bc,
 
     if (bytes == 0 || start >= end)
         return 0;
-    runs = g_array_new(FALSE, FALSE, sizeof(BcRange));
     g_mutex_lock(&bc->lock);
     while (overlaps_inflight_locked(bc, start, end)) {
         if (!deadline) {
@@ -584,9 +586,9 @@ vbk_block_copy_range(VbkBlockCopy *bc,
             return -ETIMEDOUT;
         }
     }
-    claim_hull_locked(bc, start, end, runs);
+    claim_hull_locked(bc, start, end, &runs);
     g_mutex_unlock(&bc->lock);
-    if (runs->len == 0)
+    if (!runs)
         return 0;
 
     buf = g_malloc(MIN(bc->chunk, end - start));
