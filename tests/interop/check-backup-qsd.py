@@ -78,6 +78,13 @@ def make_images(d):
     for name, size in (('tgt.qcow2', '4M'), ('small.qcow2', '2M')):
         qemu_img('create', '-q', '-f', 'qcow2', os.path.join(d, name), size)
     qemu_img('create', '-q', '-f', 'raw', os.path.join(d, 'tgt.raw'), '4M')
+    qemu_img('create', '-q', '-f', 'raw', os.path.join(d, 'src.raw'), '1M')
+    subprocess.run(['qemu-io', '-f', 'raw', '-c', 'write -P 9 0 1M',
+                    os.path.join(d, 'src.raw')], check=True,
+                   stdout=subprocess.DEVNULL)
+    for i in range(6):
+        qemu_img('create', '-q', '-f', 'raw',
+                 os.path.join(d, 'tgt%d.raw' % i), '1M')
 
 
 BASE = {'job-id': 'j0', 'device': 'drive0', 'target': 'tgt'}
@@ -261,6 +268,75 @@ def drive_backups(t, ours, theirs):
          'the drive-backup target is closed with the job')
 
 
+def wait_status(side, job, status):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        jobs = [j for j in side.mon.command('query-block-jobs')
+                if j['device'] == job]
+        if jobs and jobs[0]['status'] == status:
+            return jobs[0]
+        time.sleep(0.02)
+    return None
+
+
+def block_events(side, until_null_of):
+    side.mon.wait_event('JOB_STATUS_CHANGE',
+                        lambda e: e['data']['id'] == until_null_of and
+                        e['data']['status'] == 'null')
+    return [(e['event'], e['data']) for e in side.mon.events(0.1)
+            if e['event'].startswith('BLOCK_JOB_')]
+
+
+def error_actions(t, ours, theirs):
+    """on-source-error and on-target-error on a raw source over blkdebug."""
+    cases = [
+        ('report', 'on-source-error', 5),
+        ('ignore', 'on-source-error', 5),
+        ('stop', 'on-source-error', 5),
+        ('enospc', 'on-source-error', 28),
+        ('enospc', 'on-source-error', 5),
+        ('stop', 'on-target-error', 5),
+    ]
+    for i, (action, which, errno) in enumerate(cases):
+        desc = '%s=%s, errno %d' % (which, action, errno)
+        event = 'read_aio' if which == 'on-source-error' else 'write_aio'
+        for side in (ours, theirs):
+            img = {'driver': 'file',
+                   'filename': os.path.join(side.dir, 'src.raw')}
+            timg = {'driver': 'file',
+                    'filename': os.path.join(side.dir, 'tgt%d.raw' % i)}
+            rule = {'inject-error': [{'event': event, 'errno': errno,
+                                      'once': True}]}
+            src = {'driver': 'raw', 'node-name': 'esrc%d' % i,
+                   'file': dict(rule, driver='blkdebug', image=img)
+                   if which == 'on-source-error' else img}
+            tgt = {'driver': 'raw', 'node-name': 'etgt%d' % i,
+                   'file': dict(rule, driver='blkdebug', image=timg)
+                   if which == 'on-target-error' else timg}
+            side.mon.command('blockdev-add', src)
+            side.mon.command('blockdev-add', tgt)
+            side.mon.events()
+        a = {'job-id': 'e%d' % i, 'device': 'esrc%d' % i,
+             'target': 'etgt%d' % i, 'sync': 'full', which: action}
+        t.eq(ours.cmd('blockdev-backup', a), theirs.cmd('blockdev-backup', a),
+             desc + ': accepted')
+        if action == 'stop' or (action == 'enospc' and errno == 28):
+            infos = [wait_status(side, 'e%d' % i, 'paused')
+                     for side in (ours, theirs)]
+            t.eq(infos[0] and dict(infos[0], offset='N'),
+                 infos[1] and dict(infos[1], offset='N'),
+                 desc + ': query-block-jobs while stopped')
+            r = [side.cmd('block-job-resume', {'device': 'e%d' % i})
+                 for side in (ours, theirs)]
+            t.eq(r[0], r[1], desc + ': block-job-resume')
+        evs = [block_events(side, 'e%d' % i) for side in (ours, theirs)]
+        t.eq(evs[0], evs[1], desc + ': events')
+        t.ok(evs[0] and evs[0][0][0] == 'BLOCK_JOB_ERROR',
+             desc + ': BLOCK_JOB_ERROR came first', evs[0])
+        if i == 0:
+            print('# ' + json.dumps(evs[0]))
+
+
 def main():
     exe = sys.argv[1]
     t = Tap()
@@ -308,6 +384,7 @@ def main():
         # bitmap commands (another branch until merged)
         slow_job(t, ours, theirs, have_bitmaps)
         drive_backups(t, ours, theirs)
+        error_actions(t, ours, theirs)
 
         for side in (ours, theirs):
             side.mon.events()
