@@ -337,6 +337,46 @@ def error_actions(t, ours, theirs):
             print('# ' + json.dumps(evs[0]))
 
 
+def sync_top(t, ours, theirs):
+    """sync=top copies what the top layer allocates, nothing else."""
+    evs = []
+    for side in (ours, theirs):
+        d = side.dir
+        qemu_img('create', '-q', '-f', 'qcow2', os.path.join(d, 'base.qcow2'),
+                 '4M')
+        subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 1 0 2M',
+                        os.path.join(d, 'base.qcow2')], check=True,
+                       stdout=subprocess.DEVNULL)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+                 'qcow2', os.path.join(d, 'top.qcow2'))
+        subprocess.run(['qemu-io', '-f', 'qcow2',
+                        '-c', 'write -P 2 1M 64k',
+                        '-c', 'write -P 3 3M 128k',
+                        '-c', 'write -P 4 0x208000 512',
+                        os.path.join(d, 'top.qcow2')], check=True,
+                       stdout=subprocess.DEVNULL)
+        qemu_img('create', '-q', '-f', 'qcow2', os.path.join(d, 'ttop.qcow2'),
+                 '4M')
+        side.add('tsrc', 'top.qcow2')
+        side.add('ttgt', 'ttop.qcow2')
+        side.mon.events()
+        r = side.cmd('blockdev-backup', {'job-id': 't0', 'device': 'tsrc',
+                                         'target': 'ttgt', 'sync': 'top'})
+        t.eq(r, {'return': {}}, 'sync=top accepted')
+        evs.append(block_events(side, 't0'))
+        side.mon.command('blockdev-del', {'node-name': 'ttgt'})
+    t.eq(evs[0], evs[1], 'sync=top: events (len = what the top allocates)')
+    maps = []
+    for side in (ours, theirs):
+        m = json.loads(subprocess.run(
+            ['qemu-img', 'map', '--output=json',
+             os.path.join(side.dir, 'ttop.qcow2')],
+            stdout=subprocess.PIPE, check=True).stdout)
+        maps.append([(e['start'], e['length'], e['data'], e['zero'])
+                     for e in m])
+    t.eq(maps[0], maps[1], 'sync=top: the target holds the same clusters')
+
+
 def main():
     exe = sys.argv[1]
     t = Tap()
@@ -385,6 +425,7 @@ def main():
         slow_job(t, ours, theirs, have_bitmaps)
         drive_backups(t, ours, theirs)
         error_actions(t, ours, theirs)
+        sync_top(t, ours, theirs)
 
         for side in (ours, theirs):
             side.mon.events()
