@@ -128,7 +128,7 @@ backup_progress(uint64_t bytes, void *opaque)
 
     g_mutex_lock(&bj->lock);
     bj->offset += bytes;
-    if (bj->offset > bj->len) {
+    if (bj->sync == VBK_BACKUP_SYNC_NONE && bj->offset > bj->len) {
         /* sync=none: the filter copies what the guest overwrites */
         vbk_job_progress_set_total(bj->job, bj->offset);
         bj->len = bj->offset;

@@ -300,7 +300,8 @@ report_progress(VbkBlockCopy *bc, uint64_t bytes)
         func(bytes, opaque);
 }
 
-/* Copy [start, end) extent by extent through @buf (@buflen bytes). */
+/* Copy [start, end) extent by extent through @buf (@buflen bytes).  The
+ * caller reports progress for the whole range once it succeeded. */
 static int
 copy_range(VbkBlockCopy *bc,
            uint64_t start,
@@ -342,7 +343,6 @@ copy_range(VbkBlockCopy *bc,
                 return ret;
             }
         }
-        report_progress(bc, n);
         off += n;
     }
     return 0;
@@ -463,6 +463,8 @@ worker_main(gpointer data)
         bc->slice_bytes += r.end - r.start;
         g_mutex_unlock(&bc->lock);
         ret = copy_range(bc, r.start, r.end, w->buf, bc->chunk, &err);
+        if (ret == 0)
+            report_progress(bc, r.end - r.start);
         g_mutex_lock(&bc->lock);
         if (ret < 0) {
             unclaim_locked(bc, r.start, r.end);
@@ -597,6 +599,8 @@ vbk_block_copy_range(VbkBlockCopy *bc,
 
         ret = copy_range(bc, r->start, r->end, buf, MIN(bc->chunk, end - start),
                          &local);
+        if (ret == 0)
+            report_progress(bc, r->end - r->start);
         if (ret == 0 && done)
             done(r->start, r->end - r->start, opaque);
     }

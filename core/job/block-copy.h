@@ -114,8 +114,9 @@ void vbk_block_copy_set_stop_func(VbkBlockCopy *bc,
 void vbk_block_copy_configure(VbkBlockCopy *bc,
                               const VbkBlockCopyOptions *opts);
 
-/* Called after every copied extent with the bytes done, from any
- * thread; with no lock of the state held. */
+/* Called after every range copied in full (a worker's chunk, a
+ * copy-before-write run) with its bytes, from any thread, with no lock of
+ * the state held.  A failed range counts nothing. */
 typedef void (*VbkBlockCopyProgressFunc)(uint64_t bytes, void *opaque);
 void vbk_block_copy_set_progress_func(VbkBlockCopy *bc,
                                       VbkBlockCopyProgressFunc func,
