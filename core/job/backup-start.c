@@ -395,6 +395,25 @@ create_target(VbkBlockNode *bs,
     return ok;
 }
 
+/* Open a drive-backup target as QEMU does: discard=unmap (and its
+ * detect-zeroes=unmap, which vbackup's write-zeroes already are). */
+static VbkBlockNode *
+open_drive_target(const char *path, const char *format, GError **error)
+{
+    GVariantBuilder b, fb;
+
+    if (!format)
+        return vbk_block_node_open_image(path, NULL, false, NULL, error);
+    g_variant_builder_init(&fb, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&fb, "{sv}", "driver", g_variant_new_string("file"));
+    g_variant_builder_add(&fb, "{sv}", "filename", g_variant_new_string(path));
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&b, "{sv}", "driver", g_variant_new_string(format));
+    g_variant_builder_add(&b, "{sv}", "discard", g_variant_new_string("unmap"));
+    g_variant_builder_add(&b, "{sv}", "file", g_variant_builder_end(&fb));
+    return vbk_block_node_open(g_variant_builder_end(&b), error);
+}
+
 VbkJob *
 vbk_drive_backup_create(const VbkBackupOptions *o,
                         const char *format,
@@ -422,7 +441,7 @@ vbk_drive_backup_create(const VbkBackupOptions *o,
     if (mode != VBK_NEW_IMAGE_MODE_EXISTING &&
         !create_target(bs, o->target, format, backing, error))
         return NULL;
-    target = vbk_block_node_open_image(o->target, format, false, NULL, error);
+    target = open_drive_target(o->target, format, error);
     if (!target)
         return NULL;
     opts.target = vbk_block_node_name(target);

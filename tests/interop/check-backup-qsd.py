@@ -258,11 +258,16 @@ def drive_backups(t, ours, theirs):
         infos.append((info['format'], info['virtual-size'],
                       info.get('backing-filename'),
                       info['format-specific']['data']['compat']))
+        m = json.loads(subprocess.run(
+            ['qemu-img', 'map', '-U', '--output=json', path],
+            stdout=subprocess.PIPE, check=True).stdout)
+        infos.append([(e['start'], e['length'], e['data'], e['zero'])
+                      for e in m])
         r = subprocess.run(['qemu-img', 'compare', '-U', '-q',
                             os.path.join(side.dir, 'src.qcow2'), path])
         t.ok(r.returncode == 0, 'qemu-img compare: drive-backup target of '
              '%s == source' % ('vbackupd' if side is ours else 'qsd'))
-    t.eq(infos[0], infos[1], 'the created image (qemu-img info)')
+    t.eq(infos[:2], infos[2:4], 'the created image (qemu-img info and map)')
     t.eq([n['node-name'] for n in ours.mon.command('query-named-block-nodes')
           if n['file'].endswith('drive.qcow2')], [],
          'the drive-backup target is closed with the job')
