@@ -28,7 +28,6 @@
  * query-block-jobs); it is taken before the job registry's lock, never
  * after.  Each job's counters are atomics or under its own mutex.
  */
-#include <glib/gi18n-lib.h>
 #include <errno.h>
 
 #include "backup-int.h"
