@@ -532,8 +532,7 @@ overlaps_inflight_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end)
 /* bc->lock held, nothing in flight over [start, end): claim its dirty
  * runs into @runs. */
 static void
-claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end,
-                  GArray **runs)
+claim_hull_locked(VbkBlockCopy *bc, uint64_t start, uint64_t end, GArray **runs)
 {
     uint64_t pos = start, s, n;
 

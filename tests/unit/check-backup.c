@@ -525,6 +525,40 @@ START_TEST(test_sync_none)
 }
 END_TEST
 
+/* A transaction's abort: the job was created, never started. */
+START_TEST(test_cancel_created)
+{
+    g_autoptr(GError) err = NULL;
+    VbkBackupOptions o;
+    VbkJob *job;
+    bool busy = true, rec = false;
+
+    three_granules(NULL);
+    vbk_backup_options_init(&o);
+    o.job_id = "j";
+    o.device = "src";
+    o.target = "tgt";
+    o.sync = VBK_BACKUP_SYNC_INCREMENTAL;
+    o.bitmap = "bitmap0";
+    o.filter_node_name = "backup-top";
+    job = vbk_backup_job_create(&o, &err);
+    ck_assert_msg(job, "%s", err ? err->message : "");
+    ck_assert_int_eq(vbk_job_status(job), VBK_JOB_STATUS_CREATED);
+    ck_assert_ptr_nonnull(vbk_block_node_find("backup-top"));
+    ck_assert_uint_eq(bitmap_count("src", "bitmap0", &busy, NULL), 3 * CL);
+    ck_assert(busy);
+    /* guest writes already go through the filter */
+    write_pattern(vbk_block_node_find("src"), 2 * CL, 512, 0x42);
+    ck_assert(vbk_job_cancel(job, NULL));
+    vbk_job_wait_settled("j");
+    ck_assert_ptr_null(vbk_job_find("j", NULL));
+    ck_assert_ptr_null(vbk_block_node_find("backup-top"));
+    ck_assert_uint_eq(bitmap_count("src", "bitmap0", &busy, &rec), 3 * CL);
+    ck_assert(!busy && rec);
+    ck_assert_uint_eq(bitmap_list_len("src"), 1);
+}
+END_TEST
+
 static Suite *
 backup_suite(void)
 {
@@ -551,6 +585,7 @@ backup_suite(void)
     tcase_add_test(run, test_action_stop);
     tcase_add_test(run, test_enospc_reports_eio);
     tcase_add_test(run, test_sync_none);
+    tcase_add_test(run, test_cancel_created);
     suite_add_tcase(s, run);
     return s;
 }
