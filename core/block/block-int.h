@@ -163,6 +163,9 @@ struct VbkBlockNode {
     uint64_t dirty_log_granularity;
     uint64_t dirty_log_size;   /* bytes covered by the log */
     gint dirty_active;         /* atomic: a bitmap records */
+
+    /* copy-before-write filters watching this node (cbw.c) */
+    GSList *before_write;
 };
 
 /* dirty.c: mark the node's recording bitmaps (io.c, after each write) */
@@ -170,6 +173,11 @@ void vbk_block_dirty_mark(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
 /* dirty.c: follow a resize; drop every bitmap when the node closes */
 void vbk_block_dirty_truncate(VbkBlockNode *bs, uint64_t size);
 void vbk_block_dirty_release_all(VbkBlockNode *bs);
+
+/* cbw.c: let every copy-before-write filter above @bs copy the old data
+ * of [offset, offset+bytes) first (io.c, before writes, write-zeroes and
+ * discards reach the driver).  0 or -errno: the request must fail. */
+int vbk_block_before_write(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
 
 /* Registered drivers, looked up by format_name (block.c). */
 const VbkBlockDriver *vbk_block_driver_find(const char *name);
@@ -179,6 +187,7 @@ extern const VbkBlockDriver vbk_drv_raw;
 extern const VbkBlockDriver vbk_drv_null_co;
 extern const VbkBlockDriver vbk_drv_qcow2;
 extern const VbkBlockDriver vbk_drv_blkdebug;
+extern const VbkBlockDriver vbk_drv_cbw;
 
 /*
  * Open (or look up) the child @key of @opts and attach it to @parent's

@@ -37,6 +37,7 @@ static const VbkBlockDriver *const drivers[] = {
     &vbk_drv_null_co,
     &vbk_drv_blkdebug,
     &vbk_drv_qcow2,
+    &vbk_drv_cbw,
 };
 
 const VbkBlockDriver *
@@ -47,6 +48,12 @@ vbk_block_driver_find(const char *name)
             return drivers[i];
     }
     return NULL;
+}
+
+bool
+vbk_block_driver_known(const char *name)
+{
+    return name && vbk_block_driver_find(name) != NULL;
 }
 
 static void

@@ -96,6 +96,9 @@ VbkBlockNode *vbk_block_node_open_image(const char *filename,
 /* blockdev-del: drop the registry's reference of a node nobody uses. */
 bool vbk_block_node_delete(const char *node_name, GError **error);
 
+/* Is @name the format_name of a driver vbackup has? */
+bool vbk_block_driver_known(const char *name);
+
 /* Look up a node by node-name. Returns: (transfer none) or NULL. */
 VbkBlockNode *vbk_block_node_find(const char *node_name);
 

@@ -116,6 +116,8 @@ vbk_block_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
     if (bytes == 0)
         return 0;
     ret = check_request(bs, offset, bytes, true);
+    if (ret == 0)
+        ret = vbk_block_before_write(bs, offset, bytes);
     if (ret < 0)
         return ret;
     vbk_block_event(bs, VBK_EVENT_PWRITEV);
@@ -166,6 +168,9 @@ vbk_block_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
         return ret;
     if (!bs->discard_unmap)
         flags &= ~VBK_REQ_MAY_UNMAP;
+    ret = vbk_block_before_write(bs, offset, bytes);
+    if (ret < 0)
+        return ret;
     vbk_block_event(bs, VBK_EVENT_PWRITEV_ZERO);
     if (bs->drv->pwrite_zeroes) {
         ret = bs->drv->pwrite_zeroes(bs, offset, bytes, flags & ~VBK_REQ_FUA);
@@ -194,6 +199,9 @@ vbk_block_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
         return ret;
     if (!bs->discard_unmap)
         return 0;
+    ret = vbk_block_before_write(bs, offset, bytes);
+    if (ret < 0)
+        return ret;
     if (bs->drv->pdiscard)
         ret = bs->drv->pdiscard(bs, offset, bytes);
     else if (bs->drv->is_filter && bs->file)

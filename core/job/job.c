@@ -139,6 +139,9 @@ job_transition(VbkJob *job, VbkJobStatus to)
     job->status = to;
     if (from != to && job_status_func)
         job_status_func(job, to, job_status_data);
+    if (to == VBK_JOB_STATUS_PENDING &&
+        (job->flags & VBK_JOB_MANUAL_FINALIZE) && job->drv->pending)
+        job->drv->pending(job, job->opaque);
 }
 
 /* Called with job_lock held. */
@@ -629,6 +632,34 @@ vbk_job_pause_point(VbkJob *job)
         job_transition(job, resume_to);
     }
     g_mutex_unlock(&job_lock);
+}
+
+bool
+vbk_job_pause_requested(VbkJob *job)
+{
+    bool ret;
+
+    g_mutex_lock(&job_lock);
+    ret = job->pause_count > 0;
+    g_mutex_unlock(&job_lock);
+    return ret;
+}
+
+VbkJobFlags
+vbk_job_flags(VbkJob *job)
+{
+    return job->flags;
+}
+
+char *
+vbk_job_dup_error(VbkJob *job)
+{
+    char *msg;
+
+    g_mutex_lock(&job_lock);
+    msg = job->err ? g_strdup(job->err->message) : NULL;
+    g_mutex_unlock(&job_lock);
+    return msg;
 }
 
 void

@@ -101,6 +101,10 @@ typedef struct {
     void (*abort)(VbkJob *job, void *opaque);
     void (*clean)(VbkJob *job, void *opaque);
     void (*free)(void *opaque);
+    /* optional: the job became PENDING and waits for job-finalize
+     * (BLOCK_JOB_PENDING); called with the registry mutex held, so it
+     * must not call back into this API */
+    void (*pending)(VbkJob *job, void *opaque);
 } VbkJobDriver;
 
 /*
@@ -165,6 +169,12 @@ bool vbk_job_dismiss(VbkJob *job, GError **error);
 bool vbk_job_is_cancelled(VbkJob *job);
 /* For run(): block here while the job is paused (PAUSED status). */
 void vbk_job_pause_point(VbkJob *job);
+/* Is a pause requested (pause count > 0; block jobs' "paused")? */
+bool vbk_job_pause_requested(VbkJob *job);
+/* The job's flags as created. */
+VbkJobFlags vbk_job_flags(VbkJob *job);
+/* The job's error message, NULL when none. (transfer full) */
+char *vbk_job_dup_error(VbkJob *job);
 /* For run(): progress counters shown by query-jobs. */
 void vbk_job_progress_set_total(VbkJob *job, uint64_t total);
 void vbk_job_progress_update(VbkJob *job, uint64_t done);

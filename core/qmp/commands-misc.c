@@ -22,6 +22,7 @@
 static const VbkQmpCommand *const qmp_tables[] = {
     vbk_qmp_block_commands,
     vbk_qmp_job_commands,
+    vbk_qmp_backup_commands,
     vbk_qmp_misc_commands,
     vbk_qmp_bitmap_commands,
     vbk_qmp_txn_commands,

@@ -100,6 +100,7 @@ const VbkQmpCommand *vbk_qmp_command_find(const char *name);
 /* The tables (each ends with a row whose name is NULL). */
 extern const VbkQmpCommand vbk_qmp_block_commands[];
 extern const VbkQmpCommand vbk_qmp_job_commands[];
+extern const VbkQmpCommand vbk_qmp_backup_commands[];
 extern const VbkQmpCommand vbk_qmp_misc_commands[];
 extern const VbkQmpCommand vbk_qmp_bitmap_commands[];
 extern const VbkQmpCommand vbk_qmp_txn_commands[];
