@@ -136,29 +136,52 @@ vbk_qcow2_get_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t *refcount)
     return 0;
 }
 
-/* Set the refcount of @cluster, whose block must exist. */
+/*
+ * Set the refcount of @n clusters from @cluster to @value; their blocks
+ * must exist.  One write per refcount block touched.
+ */
+static int
+qcow2_set_refcounts(VbkBlockNode *bs,
+                    uint64_t cluster,
+                    uint64_t n,
+                    uint64_t value)
+{
+    VbkQcow2State *s = bs->opaque;
+
+    while (n > 0) {
+        int64_t off = qcow2_refblock_offset(s, cluster >> s->rb_bits);
+        uint64_t i = cluster & (s->rb_entries - 1);
+        uint64_t k = MIN(n, s->rb_entries - i);
+        uint64_t start, len, last_start, last_len;
+        uint8_t *rb;
+        int ret;
+
+        if (off <= 0)
+            return -EIO;
+        ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, false, &rb);
+        if (ret < 0)
+            return ret;
+        for (uint64_t j = 0; j < k; j++)
+            vbk_qcow2_rb_set(s, rb, i + j, value);
+        qcow2_rb_entry_range(s, i, &start, &len);
+        qcow2_rb_entry_range(s, i + k - 1, &last_start, &last_len);
+        vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_UPDATE_PART);
+        ret = vbk_qcow2_meta_write(bs, off, rb, start,
+                                   last_start + last_len - start);
+        if (ret < 0) { /* the cached block no longer matches the disk */
+            vbk_qcow2_cache_drop(s->rb_cache, off);
+            return ret;
+        }
+        cluster += k;
+        n -= k;
+    }
+    return 0;
+}
+
 static int
 qcow2_set_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t value)
 {
-    VbkQcow2State *s = bs->opaque;
-    int64_t off = qcow2_refblock_offset(s, cluster >> s->rb_bits);
-    uint64_t i = cluster & (s->rb_entries - 1);
-    uint64_t start, len;
-    uint8_t *rb;
-    int ret;
-
-    if (off <= 0)
-        return -EIO;
-    ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, false, &rb);
-    if (ret < 0)
-        return ret;
-    vbk_qcow2_rb_set(s, rb, i, value);
-    qcow2_rb_entry_range(s, i, &start, &len);
-    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_UPDATE_PART);
-    ret = vbk_qcow2_meta_write(bs, off, rb, start, len);
-    if (ret < 0) /* the cached block no longer matches the disk */
-        vbk_qcow2_cache_drop(s->rb_cache, off);
-    return ret;
+    return qcow2_set_refcounts(bs, cluster, 1, value);
 }
 
 /* Write reftable entries [first, first+n) from memory to the image. */
@@ -419,11 +442,9 @@ vbk_qcow2_alloc_clusters(VbkBlockNode *bs, uint64_t n)
         return -EFBIG;
     vbk_block_event(bs->file, VBK_EVENT_CLUSTER_ALLOC);
 
-    for (uint64_t i = 0; i < n; i++) {
-        ret = qcow2_set_refcount(bs, start + i, 1);
-        if (ret < 0)
-            return ret;
-    }
+    ret = qcow2_set_refcounts(bs, start, n, 1);
+    if (ret < 0)
+        return ret;
     if (s->free_hint == start)
         s->free_hint = start + n;
     return (int64_t) (start * s->cluster_size);

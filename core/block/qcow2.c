@@ -197,6 +197,7 @@ qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
     VbkQcow2State *s = bs->opaque;
     uint64_t per_l1 = s->cluster_size * s->l2_entries;
     uint64_t old = s->hdr.size;
+    int64_t blen;
     int ret;
 
     if (!vbk_qcow2_grow_l1(bs, (size + per_l1 - 1) / per_l1, error))
@@ -207,8 +208,10 @@ qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
     if (ret < 0)
         return qcow2_set_io_error(error, ret, _("Could not update the header"));
     s->hdr.size = size;
-    /* the grown part must not show what the backing file has there */
-    if (bs->backing && size > old) {
+    /* the grown part must not show what the backing file has there
+     * (as QEMU: only when the backing file reaches past the old end) */
+    blen = bs->backing ? vbk_block_node_getlength(bs->backing) : 0;
+    if (blen > 0 && (uint64_t) blen > old && size > old) {
         ret = vbk_qcow2_zeroes_locked(bs, old, size - old, VBK_REQ_MAY_UNMAP);
         if (ret < 0)
             return qcow2_set_io_error(error, ret,
