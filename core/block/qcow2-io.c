@@ -2,6 +2,10 @@
  * qcow2-io.c: the qcow2 request paths — read, write, write-zeroes,
  * discard and block status.
  *
+ * Locking (see qcow2.h): metadata is looked up and changed under the
+ * state lock; data cluster reads, backing reads and writes in place run
+ * after it is dropped.
+ *
  * Every request walks its range extent by extent, where an extent is a
  * run of clusters inside one L2 table that map the same way (see
  * vbk_qcow2_l2_lookup): e.g. a 1 MiB read over 64 KiB clusters might be
@@ -77,59 +81,75 @@ qcow2_read_old_cluster(VbkBlockNode *bs,
     }
 }
 
+/*
+ * Read one extent at @offset (at most @bytes); *pnum gets its length.
+ * Called with the lock held; returns with it released.  Data clusters
+ * and the backing file are read outside the lock: data clusters under
+ * the data lock as readers, so that they cannot be freed meanwhile.
+ */
 static int
-qcow2_pread_locked(VbkBlockNode *bs,
+qcow2_pread_extent(VbkBlockNode *bs,
                    uint64_t offset,
                    uint64_t bytes,
-                   uint8_t *buf)
+                   uint8_t *buf,
+                   uint64_t *pnum)
 {
     VbkQcow2State *s = bs->opaque;
+    uint64_t in_cluster = offset & (s->cluster_size - 1);
     g_autofree uint8_t *bounce = NULL;
-    uint64_t entry, n, in_cluster;
-    int ret = 0;
+    uint64_t entry, n;
+    int ret;
 
-    while (bytes > 0) {
-        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
-        if (ret < 0)
-            return ret;
-        in_cluster = offset & (s->cluster_size - 1);
-        switch (vbk_qcow2_entry_type(s, entry)) {
-        case QCOW2_CL_UNALLOCATED:
-            ret = qcow2_read_backing(bs, offset, n, buf);
-            break;
-        case QCOW2_CL_ZERO_PLAIN:
-        case QCOW2_CL_ZERO_ALLOC:
-            memset(buf, 0, n);
-            break;
-        case QCOW2_CL_NORMAL:
-            vbk_block_event(bs->file, VBK_EVENT_READ_AIO);
-            ret = vbk_block_pread(
-                bs->file, (entry & QCOW2_OFFSET_MASK) + in_cluster, n, buf);
-            break;
-        case QCOW2_CL_COMPRESSED:
-            if (!bounce && !(bounce = g_try_malloc(s->cluster_size)))
-                return -ENOMEM;
-            ret = vbk_qcow2_read_compressed(bs, entry, bounce);
-            if (ret == 0)
-                memcpy(buf, bounce + in_cluster, n);
-            break;
-        }
-        if (ret < 0)
-            return ret;
-        offset += n;
-        buf += n;
-        bytes -= n;
+    ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+    *pnum = n;
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
     }
-    return 0;
+    switch (vbk_qcow2_entry_type(s, entry)) {
+    case QCOW2_CL_NORMAL:
+        g_rw_lock_reader_lock(&s->data_lock);
+        g_mutex_unlock(&s->lock);
+        vbk_block_event(bs->file, VBK_EVENT_READ_AIO);
+        ret = vbk_block_pread(bs->file,
+                              (entry & QCOW2_OFFSET_MASK) + in_cluster, n, buf);
+        g_rw_lock_reader_unlock(&s->data_lock);
+        return ret;
+    case QCOW2_CL_COMPRESSED:
+        bounce = g_try_malloc(s->cluster_size);
+        ret = bounce ? vbk_qcow2_read_compressed(bs, entry, bounce) : -ENOMEM;
+        if (ret == 0)
+            memcpy(buf, bounce + in_cluster, n);
+        g_mutex_unlock(&s->lock);
+        return ret;
+    case QCOW2_CL_UNALLOCATED:
+        g_mutex_unlock(&s->lock);
+        return qcow2_read_backing(bs, offset, n, buf);
+    default:
+        g_mutex_unlock(&s->lock);
+        memset(buf, 0, n);
+        return 0;
+    }
 }
 
 int
 vbk_qcow2_co_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes, void *buf)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    uint8_t *p = buf;
+    uint64_t n;
+    int ret;
 
-    return qcow2_pread_locked(bs, offset, bytes, buf);
+    while (bytes > 0) {
+        g_mutex_lock(&s->lock);
+        ret = qcow2_pread_extent(bs, offset, bytes, p, &n);
+        if (ret < 0)
+            return ret;
+        offset += n;
+        p += n;
+        bytes -= n;
+    }
+    return 0;
 }
 
 /* Entry of the i-th cluster of an extent that starts with @first. */
@@ -331,10 +351,33 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs,
                     VbkRequestFlags flags)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    const uint8_t *p = buf;
+    uint64_t entry, n;
+    int ret;
 
-    /* FUA is handled by the dispatch layer (a flush after the write) */
-    return qcow2_pwrite_locked(bs, offset, bytes, buf);
+    /* FUA is handled by the dispatch layer (a flush after the write).
+     * Writes in place run outside the lock, as reads do. */
+    while (bytes > 0) {
+        g_mutex_lock(&s->lock);
+        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+        if (ret == 0 && vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
+            (entry & QCOW2_OFLAG_COPIED)) {
+            g_rw_lock_reader_lock(&s->data_lock);
+            g_mutex_unlock(&s->lock);
+            ret = qcow2_write_in_place(bs, offset, n, p, entry);
+            g_rw_lock_reader_unlock(&s->data_lock);
+        } else {
+            if (ret == 0)
+                ret = qcow2_write_new(bs, offset, n, p, entry);
+            g_mutex_unlock(&s->lock);
+        }
+        if (ret < 0)
+            return ret;
+        offset += n;
+        p += n;
+        bytes -= n;
+    }
+    return 0;
 }
 
 /* Does [offset, offset+n) of one extent already read as zeroes? */

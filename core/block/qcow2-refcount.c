@@ -450,16 +450,14 @@ vbk_qcow2_alloc_clusters(VbkBlockNode *bs, uint64_t n)
     return (int64_t) (start * s->cluster_size);
 }
 
-/* Drop one reference of each of @n clusters at @offset. */
-int
-vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
+static int
+qcow2_free_clusters_locked(VbkBlockNode *bs, uint64_t offset, uint64_t n)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t first = offset >> s->cluster_bits;
     uint64_t rc;
     int ret;
 
-    vbk_block_event(bs->file, VBK_EVENT_CLUSTER_FREE);
     for (uint64_t c = first; c < first + n; c++) {
         ret = vbk_qcow2_get_refcount(bs, c, &rc);
         if (ret < 0)
@@ -476,6 +474,24 @@ vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
         }
     }
     return 0;
+}
+
+/*
+ * Drop one reference of each of @n clusters at @offset.  Waits for the
+ * data reads and writes running outside the lock (see qcow2-io.c): once
+ * freed, a cluster may be handed out again.
+ */
+int
+vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
+{
+    VbkQcow2State *s = bs->opaque;
+    int ret;
+
+    vbk_block_event(bs->file, VBK_EVENT_CLUSTER_FREE);
+    g_rw_lock_writer_lock(&s->data_lock);
+    ret = qcow2_free_clusters_locked(bs, offset, n);
+    g_rw_lock_writer_unlock(&s->data_lock);
+    return ret;
 }
 
 void

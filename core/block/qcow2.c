@@ -127,10 +127,11 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
                                   _("Could not read the image size"));
     s->file_size = len;
     want = MIN((uint64_t) len, 1u << QCOW2_MAX_CLUSTER_BITS);
-    buf = g_malloc0(MAX(want, QCOW2_V2_HEADER_LEN));
+    /* a file shorter than the header reads as zero-padded, as in QEMU */
+    buf = g_malloc0(MAX(want, 512));
     if (want && (ret = vbk_block_pread(bs->file, 0, want, buf)) < 0)
         return qcow2_set_io_error(error, ret, _("Could not read the header"));
-    if (!vbk_qcow2_header_decode(buf, want, len, &s->hdr, error))
+    if (!vbk_qcow2_header_decode(buf, MAX(want, 512), len, &s->hdr, error))
         return false;
     s->writable = !bs->read_only;
     if (s->writable && (s->hdr.incompatible & QCOW2_INCOMPAT_CORRUPT)) {
@@ -163,6 +164,7 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     VbkQcow2State *s = bs->opaque;
 
     g_mutex_init(&s->lock);
+    g_rw_lock_init(&s->data_lock);
     if (!vbk_block_open_file_child(bs, opts, true, error))
         return false;
     if (!qcow2_open_image(bs, error))
@@ -176,6 +178,8 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
 
 fail:
     qcow2_state_free(s);
+    g_mutex_clear(&s->lock);
+    g_rw_lock_clear(&s->data_lock);
     return false;
 }
 
@@ -188,6 +192,7 @@ qcow2_close(VbkBlockNode *bs)
         vbk_block_flush(bs->file);
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
+    g_rw_lock_clear(&s->data_lock);
 }
 
 /* Grow the virtual size to @size (caller holds the lock). */
@@ -404,11 +409,13 @@ vbk_qcow2_create(VbkBlockNode *file,
     bs.opaque = &s;
     bs.file = file;
     g_mutex_init(&s.lock);
+    g_rw_lock_init(&s.data_lock);
     ok = qcow2_open_image(&bs, error) &&
          (opts->size == 0 || qcow2_grow(&bs, opts->size, error));
     if (ok && vbk_block_flush(file) < 0)
         ok = qcow2_set_io_error(error, -EIO, _("Could not write the image"));
     qcow2_state_free(&s);
     g_mutex_clear(&s.lock);
+    g_rw_lock_clear(&s.data_lock);
     return ok;
 }

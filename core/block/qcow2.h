@@ -12,7 +12,12 @@
  *   qcow2.c          the driver table: open, close, create, grow, info
  *
  * Locking: VbkQcow2State.lock guards every field below and all metadata
- * on disk; request entry points hold it for the whole request.  Metadata
+ * on disk; request entry points hold it while they look up or change
+ * metadata.  Reads of data clusters, of the backing file, and writes in
+ * place over data clusters run outside it; data_lock (held as reader
+ * around them, as writer while clusters are freed) keeps a cluster from
+ * being freed and reused under such an access.  Lock order: lock, then
+ * data_lock.  Metadata
  * updates are written through to the file at once (refcounts before the
  * L2 entries that depend on them, L2 entries before freeing), so a crash
  * can leak clusters but never corrupt the image.
@@ -110,6 +115,9 @@ typedef struct VbkQcow2Cache VbkQcow2Cache;
 
 typedef struct {
     GMutex lock;
+    /* data clusters are read and written in place outside @lock, holding
+     * this as readers; freeing clusters takes it as writer */
+    GRWLock data_lock;
     VbkQcow2Header hdr;
     uint32_t cluster_bits;
     uint64_t cluster_size;
