@@ -295,24 +295,35 @@ qcow2_write_new(VbkBlockNode *bs,
     return qcow2_release(bs, k, first, entries, false);
 }
 
-/* Write in place over data clusters that are ours alone. */
-static int
-qcow2_write_in_place(VbkBlockNode *bs,
+/* Is the in-place target of an extent free of our metadata?  Under the
+ * lock. */
+static bool
+qcow2_in_place_valid(VbkQcow2State *s,
                      uint64_t offset,
                      uint64_t n,
-                     const uint8_t *buf,
                      uint64_t entry)
 {
-    VbkQcow2State *s = bs->opaque;
     uint64_t in_cluster = offset & (s->cluster_size - 1);
     uint64_t host = entry & QCOW2_OFFSET_MASK;
 
     for (uint64_t c = 0; c < in_cluster + n; c += s->cluster_size) {
         if (!vbk_qcow2_data_offset_valid(s, host + c))
-            return -EIO;
+            return false;
     }
+    return true;
+}
+
+/* Write in place over data clusters that are ours alone (validated). */
+static int
+qcow2_write_in_place(VbkBlockNode *bs,
+                     uint64_t in_cluster,
+                     uint64_t n,
+                     const uint8_t *buf,
+                     uint64_t entry)
+{
     vbk_block_event(bs->file, VBK_EVENT_WRITE_AIO);
-    return vbk_block_pwrite(bs->file, host + in_cluster, n, buf, 0);
+    return vbk_block_pwrite(bs->file, (entry & QCOW2_OFFSET_MASK) + in_cluster,
+                            n, buf, 0);
 }
 
 static int
@@ -331,7 +342,10 @@ qcow2_pwrite_locked(VbkBlockNode *bs,
             return ret;
         if (vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
             (entry & QCOW2_OFLAG_COPIED))
-            ret = qcow2_write_in_place(bs, offset, n, buf, entry);
+            ret = qcow2_in_place_valid(s, offset, n, entry)
+                      ? qcow2_write_in_place(bs, offset & (s->cluster_size - 1),
+                                             n, buf, entry)
+                      : -EIO;
         else
             ret = qcow2_write_new(bs, offset, n, buf, entry);
         if (ret < 0)
@@ -362,9 +376,13 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs,
         ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
         if (ret == 0 && vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
             (entry & QCOW2_OFLAG_COPIED)) {
+            uint64_t in_cluster = offset & (s->cluster_size - 1);
+            bool valid = qcow2_in_place_valid(s, offset, n, entry);
+
             g_rw_lock_reader_lock(&s->data_lock);
             g_mutex_unlock(&s->lock);
-            ret = qcow2_write_in_place(bs, offset, n, p, entry);
+            ret = valid ? qcow2_write_in_place(bs, in_cluster, n, p, entry)
+                        : -EIO;
             g_rw_lock_reader_unlock(&s->data_lock);
         } else {
             if (ret == 0)

@@ -619,6 +619,92 @@ START_TEST(test_internal_snapshot)
 }
 END_TEST
 
+/* ---- several threads on one node ----------------------------------- */
+
+typedef struct {
+    VbkBlockNode *bs;
+    uint64_t base;
+    uint64_t len;
+    uint32_t seed;
+    uint32_t cs;
+    int errors;
+} Worker;
+
+static gpointer
+worker_run(gpointer data)
+{
+    Worker *w = data;
+    g_autofree uint8_t *shadow = g_malloc0(w->len);
+    g_autofree uint8_t *buf = g_malloc(w->len);
+    GRand *r = g_rand_new_with_seed(w->seed);
+
+    for (int op = 0; op < 150; op++) {
+        uint64_t off = g_rand_int_range(r, 0, w->len / 512) * 512;
+        uint64_t want = (uint64_t) g_rand_int_range(r, 1, 64) * 512;
+        uint64_t len = MIN(w->len - off, want);
+        int kind = g_rand_int_range(r, 0, 4);
+        uint64_t a, b;
+
+        switch (kind) {
+        case 0:
+            memset(buf, (uint8_t) g_rand_int(r), len);
+            w->errors +=
+                vbk_block_pwrite(w->bs, w->base + off, len, buf, 0) != 0;
+            memcpy(shadow + off, buf, len);
+            break;
+        case 1:
+            w->errors += vbk_block_pwrite_zeroes(w->bs, w->base + off, len,
+                                                 VBK_REQ_MAY_UNMAP) != 0;
+            memset(shadow + off, 0, len);
+            break;
+        case 2:
+            /* whole clusters only; regions are cluster aligned */
+            a = (off + w->cs - 1) / w->cs * w->cs;
+            b = (off + len) / w->cs * w->cs;
+            w->errors += vbk_block_pdiscard(w->bs, w->base + off, len) != 0;
+            if (b > a)
+                memset(shadow + a, 0, b - a);
+            break;
+        default:
+            w->errors += vbk_block_pread(w->bs, w->base + off, len, buf) != 0;
+            w->errors += memcmp(buf, shadow + off, len) != 0;
+            break;
+        }
+    }
+    w->errors += vbk_block_pread(w->bs, w->base, w->len, buf) != 0;
+    w->errors += memcmp(buf, shadow, w->len) != 0;
+    g_rand_free(r);
+    return NULL;
+}
+
+START_TEST(test_threads)
+{
+    static const uint32_t sizes[] = {4096, 65536};
+    g_autofree char *path = path_of("th.qcow2");
+    VbkQcow2CreateOptions o = {.size = 8 << 20, .cluster_size = sizes[_i]};
+    Worker w[4];
+    GThread *t[4];
+    VbkBlockNode *bs;
+
+    create_image(path, &o);
+    bs = open_image(path, false);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (Worker){.bs = bs,
+                        .base = (uint64_t) i * (2 << 20),
+                        .len = 2 << 20,
+                        .seed = 1000 + i,
+                        .cs = sizes[_i]};
+        t[i] = g_thread_new("worker", worker_run, &w[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        g_thread_join(t[i]);
+        ck_assert_msg(w[i].errors == 0, "worker %d: %d errors", i, w[i].errors);
+    }
+    close_node(bs);
+    assert_check_clean(path);
+}
+END_TEST
+
 /* ---- I/O errors in the middle of metadata updates ------------------ */
 
 static const char *const fault_events[] = {
@@ -917,6 +1003,11 @@ qcow2_suite(void)
     tcase_add_test(tc, test_create_backing);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("threads");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_loop_test(tc, test_threads, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("faults");
