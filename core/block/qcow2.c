@@ -165,9 +165,8 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
 
     g_mutex_init(&s->lock);
     g_rw_lock_init(&s->data_lock);
-    if (!vbk_block_open_file_child(bs, opts, true, error))
-        return false;
-    if (!qcow2_open_image(bs, error))
+    if (!vbk_block_open_file_child(bs, opts, true, error) ||
+        !qcow2_open_image(bs, error))
         goto fail;
     g_free(bs->backing_filename);
     bs->backing_filename = g_strdup(s->hdr.backing_file);

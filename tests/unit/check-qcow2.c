@@ -540,6 +540,40 @@ START_TEST(test_create_backing)
 }
 END_TEST
 
+/* Images vbackup creates with the other header options. */
+START_TEST(test_create_options)
+{
+    g_autofree char *path = path_of("o.qcow2");
+    g_autofree char *info = NULL;
+    VbkQcow2CreateOptions o = {.size = 3 << 20,
+                               .zstd = true,
+                               .cluster_size = 8192,
+                               .refcount_bits = 4};
+    VbkBlockNode *bs;
+    VbkFormatInfo fi;
+
+    create_image(path, &o);
+    assert_check_clean(path);
+    ck_assert_int_eq(
+        run(&info, "qemu-img", "info", "--output=json", path, NULL), 0);
+    ck_assert_msg(strstr(info, "\"compression-type\": \"zstd\""), "%s", info);
+    ck_assert_msg(strstr(info, "\"refcount-bits\": 4"), "%s", info);
+    bs = open_image(path, false);
+    ck_assert(vbk_block_node_format_info(bs, &fi));
+    ck_assert(fi.zstd);
+    ck_assert_int_eq(fi.refcount_bits, 4);
+    ck_assert_uint_eq(fi.cluster_size, 8192);
+    vbk_format_info_clear(&fi);
+    ck_assert_int_eq(vbk_block_node_getlength(bs), 3 << 20);
+    close_node(bs);
+    /* QEMU writes zstd-compressed clusters into it; we read them */
+    qemu_io(path, "write -c -P 0x61 0 64k");
+    bs = open_image(path, true);
+    assert_read_pattern(bs, 0, 65536, 0x61);
+    close_node(bs);
+}
+END_TEST
+
 /* A writer with lazy refcounts killed: the dirty bit is left set. */
 START_TEST(test_lazy_refcounts_dirty)
 {
@@ -1001,6 +1035,7 @@ qcow2_suite(void)
     tcase_add_loop_test(tc, test_compressed_convert, 0, 2);
     tcase_add_test(tc, test_backing_chain);
     tcase_add_test(tc, test_create_backing);
+    tcase_add_test(tc, test_create_options);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
     suite_add_tcase(s, tc);
