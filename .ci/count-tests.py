@@ -17,14 +17,17 @@ for path in sys.argv[1:]:
                if l.startswith("ok ") or l.startswith("not ok ")]
         if tap:
             for l in tap:
-                if l.startswith("not ok"):
+                if l.startswith("not ok") and "# TODO" in l:
+                    skipped += 1  # a known gap, reported as such
+                elif l.startswith("not ok"):
                     failed += 1
                 elif "# SKIP" in l:
                     skipped += 1
                 else:
                     passed += 1
             if t["result"] not in ("OK", "EXPECTEDFAIL") and \
-                    not any(l.startswith("not ok") for l in tap):
+                    not any(l.startswith("not ok") and "# TODO" not in l
+                            for l in tap):
                 failed += 1  # crashed or timed out outside a test case
         elif t["result"] in ("OK", "EXPECTEDFAIL"):
             passed += 1

@@ -5,4 +5,3 @@
 
 G_DEFINE_QUARK(vbk-block-error-quark, vbk_block_error)
 G_DEFINE_QUARK(vbk-job-error-quark, vbk_job_error)
-G_DEFINE_QUARK(vbk-xml-error-quark, vbk_xml_error)

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "block.h"
+#include "bitmap/hbitmap.h"
 
 G_BEGIN_DECLS
 
@@ -128,6 +129,12 @@ struct VbkBlockDriver {
     bool (*truncate)(VbkBlockNode *bs, uint64_t size, GError **error);
     bool (*format_info)(VbkBlockNode *bs, VbkFormatInfo *info);
     uint32_t (*cluster_size)(VbkBlockNode *bs);
+    /* persistent dirty bitmaps: may a new one be stored (QEMU's checks
+     * and messages)?  remove one from the image at once. */
+    bool (*can_store_new_bitmap)(VbkBlockNode *bs, const char *name,
+                                 uint64_t granularity, GError **error);
+    bool (*remove_persistent_bitmap)(VbkBlockNode *bs, const char *name,
+                                     GError **error);
     /* blkdebug: an event fired on this node (see vbk_block_event()) */
     void (*debug_event)(VbkBlockNode *bs, VbkBlockEvent event);
 };
@@ -148,7 +155,21 @@ struct VbkBlockNode {
     char *backing_filename;    /* as recorded by the format, for queries */
     uint32_t request_alignment; /* 1 unless O_DIRECT etc. */
     int parents;               /* nodes holding this as a child */
+
+    /* dirty bitmaps (dirty.c): all under dirty_lock */
+    GMutex dirty_lock;
+    GPtrArray *dirty_bitmaps;  /* VbkDirtyBitmap, owning, newest first */
+    VbkHBitmap *dirty_log;     /* pending writes, see dirty.c */
+    uint64_t dirty_log_granularity;
+    uint64_t dirty_log_size;   /* bytes covered by the log */
+    gint dirty_active;         /* atomic: a bitmap records */
 };
+
+/* dirty.c: mark the node's recording bitmaps (io.c, after each write) */
+void vbk_block_dirty_mark(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+/* dirty.c: follow a resize; drop every bitmap when the node closes */
+void vbk_block_dirty_truncate(VbkBlockNode *bs, uint64_t size);
+void vbk_block_dirty_release_all(VbkBlockNode *bs);
 
 /* Registered drivers, looked up by format_name (block.c). */
 const VbkBlockDriver *vbk_block_driver_find(const char *name);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "block-int.h"
+#include "dirty.h"
 
 static GMutex graph_lock;
 static GPtrArray *all_nodes;     /* non-owning, creation order */
@@ -206,8 +207,11 @@ assign_node_name(VbkBlockNode *bs, GVariant *opts, GError **error)
 static void
 node_free(VbkBlockNode *bs)
 {
+    /* close first: a format stores its persistent bitmaps there */
     if (bs->drv && bs->drv->close && bs->opaque)
         bs->drv->close(bs);
+    vbk_block_dirty_release_all(bs);
+    g_mutex_clear(&bs->dirty_lock);
     if (bs->file) {
         bs->file->parents--;
         vbk_block_node_unref(bs->file);
@@ -250,6 +254,9 @@ node_open(GVariant *opts, GError **error)
 
     bs = g_new0(VbkBlockNode, 1);
     bs->refcnt = 1;
+    g_mutex_init(&bs->dirty_lock);
+    bs->dirty_bitmaps = g_ptr_array_new_with_free_func(
+        (GDestroyNotify) vbk_dirty_bitmap_unref);
     bs->drv = drv;
     bs->request_alignment = 1;
     if (!parse_common(bs, opts, error)) {
@@ -463,7 +470,8 @@ resolve_child(VbkBlockNode *parent, GVariant *value, bool force_ro,
 
         if (!child) {
             g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_NOT_FOUND,
-                        _("Cannot find device='' nor node-name='%s'"), ref);
+                        _("Cannot find device='%s' nor node-name='%s'"), ref,
+                        ref);
             return NULL;
         }
         if (child == parent) {

@@ -125,6 +125,8 @@ vbk_block_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
         ret = vbk_block_pwrite(bs->file, offset, bytes, buf, flags);
     else
         ret = -ENOTSUP;
+    /* failed writes mark the bitmaps too, as QEMU does */
+    vbk_block_dirty_mark(bs, offset, bytes);
     vbk_block_event(bs, VBK_EVENT_PWRITEV_DONE);
     if (ret == 0 && (flags & VBK_REQ_FUA))
         ret = vbk_block_flush(bs);
@@ -174,6 +176,7 @@ vbk_block_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
     } else {
         ret = write_zeroes_fallback(bs, offset, bytes, flags);
     }
+    vbk_block_dirty_mark(bs, offset, bytes);
     if (ret == 0 && (flags & VBK_REQ_FUA))
         ret = vbk_block_flush(bs);
     return ret;
@@ -192,10 +195,12 @@ vbk_block_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
     if (!bs->discard_unmap)
         return 0;
     if (bs->drv->pdiscard)
-        return bs->drv->pdiscard(bs, offset, bytes);
-    if (bs->drv->is_filter && bs->file)
-        return vbk_block_pdiscard(bs->file, offset, bytes);
-    return 0; /* discard is advisory */
+        ret = bs->drv->pdiscard(bs, offset, bytes);
+    else if (bs->drv->is_filter && bs->file)
+        ret = vbk_block_pdiscard(bs->file, offset, bytes);
+    /* else: discard is advisory */
+    vbk_block_dirty_mark(bs, offset, bytes);
+    return ret;
 }
 
 int
@@ -314,10 +319,13 @@ vbk_block_truncate(VbkBlockNode *bs, uint64_t size, GError **error)
                     _("Image size cannot be negative"));
         return false;
     }
-    if (bs->drv->truncate)
-        return bs->drv->truncate(bs, size, error);
-    if (bs->drv->is_filter && bs->file)
-        return vbk_block_truncate(bs->file, size, error);
+    if (bs->drv->truncate || (bs->drv->is_filter && bs->file)) {
+        bool ok = bs->drv->truncate ? bs->drv->truncate(bs, size, error)
+                                    : vbk_block_truncate(bs->file, size, error);
+        if (ok)
+            vbk_block_dirty_truncate(bs, size);
+        return ok;
+    }
     g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED, "%s",
                 _("Image format driver does not support resize"));
     return false;

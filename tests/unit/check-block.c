@@ -265,7 +265,7 @@ START_TEST(test_open_errors)
     open_fails(g_variant_new_parsed("{'driver': <'raw'>}"),
                "Parameter 'file' is missing");
     open_fails(g_variant_new_parsed("{'driver': <'raw'>, 'file': <'nosuch'>}"),
-               "Cannot find device='' nor node-name='nosuch'");
+               "Cannot find device='nosuch' nor node-name='nosuch'");
     open_fails(g_variant_new_parsed("{'driver': <'null-co'>, 'size': <'x'>}"),
                "Invalid parameter type for 'size', expected: integer");
     msg = g_strdup_printf("Could not open '%s': No such file or directory",

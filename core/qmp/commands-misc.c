@@ -1,0 +1,201 @@
+/*
+ * commands-misc.c: the command lookup, and commands that are about the
+ * monitor itself: quit, query-version, query-commands and the HMP
+ * passthrough human-monitor-command (with its qemu-io command).
+ *
+ * HMP output: QEMU's qemu-io prints to the QEMU process's stdout, so a
+ * successful `qemu-io` returns "" to the QMP client (the iotests' golden
+ * logs show {"return": ""}); vbackupd likewise prints it on stdout.  When
+ * qemu-io fails (bad syntax, I/O error, pattern mismatch) vbackupd
+ * returns qemu-io's text in the reply instead, so that clients can see
+ * it; HMP's own errors ("Error: ...") are returned as QEMU does, with
+ * the monitor's "\r\n" line ends.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <glib/gi18n-lib.h>
+
+#include "qemu-io.h"
+#include "qmp-json.h"
+#include "qmp.h"
+
+static const VbkQmpCommand *const qmp_tables[] = {
+    vbk_qmp_block_commands,
+    vbk_qmp_job_commands,
+    vbk_qmp_misc_commands,
+    vbk_qmp_bitmap_commands,
+    vbk_qmp_txn_commands,
+};
+
+const VbkQmpCommand *
+vbk_qmp_command_find(const char *name)
+{
+    guint t;
+
+    for (t = 0; t < G_N_ELEMENTS(qmp_tables); t++) {
+        const VbkQmpCommand *cmd;
+
+        for (cmd = qmp_tables[t]; cmd->name; cmd++) {
+            if (g_str_equal(cmd->name, name))
+                return cmd;
+        }
+    }
+    return NULL;
+}
+
+static bool
+qmp_quit(JsonObject *args, JsonNode **ret, GError **error)
+{
+    vbk_qmp_request_quit();
+    return true;
+}
+
+static bool
+qmp_query_version(JsonObject *args, JsonNode **ret, GError **error)
+{
+    JsonObject *v = json_object_new();
+    JsonObject *qemu = json_object_new();
+
+    json_object_set_int_member(qemu, "major", 7);
+    json_object_set_int_member(qemu, "minor", 2);
+    json_object_set_int_member(qemu, "micro", 22);
+    json_object_set_object_member(v, "qemu", qemu);
+    json_object_set_string_member(v, "package", "vbackup " PACKAGE_VERSION);
+    *ret = vbk_qmp_node_object(v);
+    return true;
+}
+
+static bool
+qmp_query_commands(JsonObject *args, JsonNode **ret, GError **error)
+{
+    JsonArray *arr = json_array_new();
+    JsonObject *o = json_object_new();
+    guint t;
+
+    json_object_set_string_member(o, "name", "qmp_capabilities");
+    json_array_add_object_element(arr, o);
+    for (t = 0; t < G_N_ELEMENTS(qmp_tables); t++) {
+        const VbkQmpCommand *cmd;
+
+        for (cmd = qmp_tables[t]; cmd->name; cmd++) {
+            o = json_object_new();
+            json_object_set_string_member(o, "name", cmd->name);
+            json_array_add_object_element(arr, o);
+        }
+    }
+    *ret = vbk_qmp_node_array(arr);
+    return true;
+}
+
+/* The monitor's output convention: every "\n" goes out as "\r\n". */
+static char *
+hmp_crlf(const char *text)
+{
+    GString *s = g_string_new(NULL);
+
+    for (; *text; text++) {
+        if (*text == '\n')
+            g_string_append_c(s, '\r');
+        g_string_append_c(s, *text);
+    }
+    return g_string_free(s, FALSE);
+}
+
+/*
+ * HMP's argument reader: skip blanks, then a "quoted string" with
+ * backslash escapes, or a bare word.  NULL at the end of the line or
+ * on an unterminated quote.
+ */
+static char *
+hmp_get_word(const char **pp)
+{
+    const char *p = *pp;
+    GString *w;
+
+    while (g_ascii_isspace(*p))
+        p++;
+    if (!*p)
+        return NULL;
+    w = g_string_new(NULL);
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1]) {
+                p++;
+                g_string_append_c(w, *p == 'n' ? '\n' : *p == 'r' ? '\r' : *p);
+            } else {
+                g_string_append_c(w, *p);
+            }
+        }
+        if (*p != '"') {
+            g_string_free(w, TRUE);
+            return NULL;
+        }
+        p++;
+    } else {
+        while (*p && !g_ascii_isspace(*p))
+            g_string_append_c(w, *p++);
+    }
+    *pp = p;
+    return g_string_free(w, FALSE);
+}
+
+/* qemu-io [-d] DEVICE "COMMAND" */
+static char *
+hmp_qemu_io(const char *rest)
+{
+    g_autofree char *device = hmp_get_word(&rest);
+    g_autofree char *command = NULL;
+    g_autoptr(GString) out = g_string_new(NULL);
+    g_autoptr(GError) err = NULL;
+    VbkBlockNode *bs;
+
+    if (device && g_str_equal(device, "-d")) {
+        g_free(device);
+        device = hmp_get_word(&rest);
+    }
+    command = hmp_get_word(&rest);
+    if (!device || !command)
+        return g_strdup(_("Parameter 'command' is missing\n"));
+    bs = vbk_qmp_lookup_device(device, &err);
+    if (!bs)
+        return g_strdup_printf(_("Error: %s\n"), err->message);
+    if (!vbk_qemu_io_run(bs, command, out))
+        return g_string_free(g_steal_pointer(&out), FALSE);
+    fputs(out->str, stdout);
+    fflush(stdout);
+    return g_strdup("");
+}
+
+static bool
+qmp_human_monitor_command(JsonObject *args, JsonNode **ret, GError **error)
+{
+    const char *line = vbk_qmp_arg_str(args, "command-line", "");
+    g_autofree char *name = hmp_get_word(&line);
+    g_autofree char *text = NULL;
+    g_autofree char *crlf = NULL;
+
+    if (!name)
+        text = g_strdup("");
+    else if (g_str_equal(name, "qemu-io"))
+        text = hmp_qemu_io(line);
+    else
+        text = g_strdup_printf(_("unknown command: '%s'\n"), name);
+    crlf = hmp_crlf(text);
+    *ret = json_node_init_string(json_node_alloc(), crlf);
+    return true;
+}
+
+static const VbkQmpArg human_monitor_command_args[] = {
+    {"command-line", VBK_QMP_ARG_STR, false},
+    {"cpu-index", VBK_QMP_ARG_INT, true},
+    {NULL},
+};
+
+const VbkQmpCommand vbk_qmp_misc_commands[] = {
+    {"quit", qmp_quit, NULL},
+    {"query-version", qmp_query_version, NULL},
+    {"query-commands", qmp_query_commands, NULL},
+    {"human-monitor-command", qmp_human_monitor_command,
+     human_monitor_command_args},
+    {NULL},
+};
