@@ -574,6 +574,38 @@ START_TEST(test_create_options)
 }
 END_TEST
 
+/* Preallocated images: every cluster already mapped (zero-flagged with
+ * a host cluster for metadata preallocation on v3). */
+START_TEST(test_preallocated)
+{
+    static const char *const modes[] = {
+        "preallocation=metadata",
+        "preallocation=falloc",
+        "preallocation=metadata,compat=0.10",
+    };
+    g_autofree char *path = path_of("p.qcow2");
+    VbkBlockNode *bs;
+    uint64_t pnum;
+    uint8_t b[3000];
+
+    qemu_img_create(path, modes[_i], NULL, "2M");
+    bs = open_image(path, false);
+    assert_read_pattern(bs, 0, 2 << 20, 0);
+    ck_assert_int_ge(vbk_block_block_status(bs, 0, 2 << 20, &pnum, NULL, NULL),
+                     0);
+    memset(b, 0x71, sizeof(b));
+    ck_assert_int_eq(vbk_block_pwrite(bs, 65536 + 7, sizeof(b), b, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, 65536, 512, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, 1 << 20, 1 << 19, 0), 0);
+    ck_assert_int_eq(vbk_block_pdiscard(bs, 3 << 19, 1 << 19), 0);
+    close_node(bs);
+    assert_check_clean(path);
+    qemu_io_check(path, "read -P 0 64k 512");
+    qemu_io_check(path, "read -P 0x71 66048 2495");
+    qemu_io_check(path, "read -P 0 1M 1M");
+}
+END_TEST
+
 /* A writer with lazy refcounts killed: the dirty bit is left set. */
 START_TEST(test_lazy_refcounts_dirty)
 {
@@ -1036,6 +1068,7 @@ qcow2_suite(void)
     tcase_add_test(tc, test_backing_chain);
     tcase_add_test(tc, test_create_backing);
     tcase_add_test(tc, test_create_options);
+    tcase_add_loop_test(tc, test_preallocated, 0, 3);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
     suite_add_tcase(s, tc);
