@@ -685,6 +685,89 @@ START_TEST(test_internal_snapshot)
 }
 END_TEST
 
+/* ---- random workload on an overlay ------------------------------- */
+
+typedef struct {
+    uint32_t cs;
+    int version;
+    int refbits;
+} ChainCase;
+
+static const ChainCase chain_cases[] = {
+    {65536, 3, 16},
+    {4096, 3, 2},
+    {65536, 2, 16},
+    {512, 2, 16},
+};
+
+/* Overlay on a 3 MiB base, itself 4 MiB and grown: random writes, zero
+ * writes, discards and a grow; qemu-img must read the chain as the
+ * shadow says.  Discarded whole clusters read as zeroes on v3 (zero
+ * flag) but show the backing file again on v2. */
+START_TEST(test_overlay_random)
+{
+    const ChainCase *c = &chain_cases[_i];
+    g_autofree char *base = path_of("rb.qcow2");
+    g_autofree char *top = path_of("rt.qcow2");
+    uint64_t bsize = 3 << 20, size = 4 << 20;
+    g_autofree uint8_t *below = g_malloc0(8 << 20);
+    VbkQcow2CreateOptions o = {.size = size,
+                               .cluster_size = c->cs,
+                               .version = c->version,
+                               .refcount_bits = c->refbits,
+                               .backing_file = "rb.qcow2",
+                               .backing_fmt = "qcow2"};
+    GRand *r = g_rand_new_with_seed(77 + _i);
+    Shadow sh = {.size = size, .cs = c->cs};
+
+    qemu_img_create(base, "cluster_size=65536", NULL, "3M");
+    qemu_io(base, "write -P 0xb1 0 3M");
+    memset(below, 0xb1, bsize);
+    create_image(top, &o);
+    sh.shadow = g_malloc(size);
+    memcpy(sh.shadow, below, size);
+    sh.bs = open_image(top, false);
+    for (int op = 0; op < 120; op++) {
+        uint64_t off = g_rand_int_range(r, 0, sh.size / 512) * 512ull +
+                       g_rand_int_range(r, 0, 2) * 7;
+        uint64_t want = (uint64_t) g_rand_int_range(r, 1, 400) * 512;
+        uint64_t len = MIN(sh.size - off, want);
+        uint64_t a, b;
+
+        switch (g_rand_int_range(r, 0, 5)) {
+        case 0:
+        case 1:
+            sh_write(&sh, off, len, (uint8_t) op);
+            break;
+        case 2:
+            sh_zero(&sh, off, len, g_rand_boolean(r) ? VBK_REQ_MAY_UNMAP : 0);
+            break;
+        case 3:
+            a = (off + c->cs - 1) / c->cs * c->cs;
+            b = (off + len) / c->cs * c->cs;
+            ck_assert_int_eq(vbk_block_pdiscard(sh.bs, off, len), 0);
+            if (b > a && c->version >= 3)
+                memset(sh.shadow + a, 0, b - a);
+            else if (b > a)
+                memcpy(sh.shadow + a, below + a, b - a);
+            break;
+        default:
+            if (op == 60)
+                sh_grow(&sh, 6 << 20);
+            assert_read(sh.bs, sh.shadow + off, off, len);
+            break;
+        }
+    }
+    ck_assert_int_eq(vbk_block_flush(sh.bs), 0);
+    assert_read(sh.bs, sh.shadow, 0, sh.size);
+    close_node(sh.bs);
+    g_rand_free(r);
+    assert_check_clean(top);
+    assert_qemu_content(top, sh.shadow, sh.size);
+    g_free(sh.shadow);
+}
+END_TEST
+
 /* ---- several threads on one node ----------------------------------- */
 
 typedef struct {
@@ -1071,6 +1154,12 @@ qcow2_suite(void)
     tcase_add_loop_test(tc, test_preallocated, 0, 3);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("overlay");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_overlay_random, 0, G_N_ELEMENTS(chain_cases));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");
