@@ -10,7 +10,9 @@
 #
 #   tests/fuzz/make-qcow2-corpus.sh [OUTDIR]   (default: corpus/fuzz-qcow2)
 #
-# The seeds have no .qcow2 suffix, which .gitignore ignores.
+# The seeds have no .qcow2 suffix, which .gitignore ignores.  Files named
+# regress-* are inputs the fuzzer once crashed on, kept as seeds; this
+# script leaves them alone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/corpus/fuzz-qcow2}
