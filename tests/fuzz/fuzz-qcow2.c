@@ -15,7 +15,11 @@
  *
  *   CC=clang meson setup build-fuzz -Dfuzz=true \
  *       -Db_sanitize=address,undefined -Db_lundef=false
- *   build-fuzz/tests/fuzz/fuzz-qcow2 tests/fuzz/corpus/qcow2 -max_total_time=60
+ *   build-fuzz/tests/fuzz/fuzz-qcow2 tests/fuzz/corpus/fuzz-qcow2 \
+ *       -max_total_time=60
+ *
+ * The target compiles the core sources itself, so that -fsanitize=fuzzer
+ * instruments the qcow2 driver and libFuzzer gets its coverage.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -70,12 +74,12 @@ open_image(void)
     GVariant *opts;
     VbkBlockNode *bs;
 
-    opts = g_variant_new_parsed(
-        "{'driver': <'qcow2'>, 'node-name': <'fuzz0'>,"
-        " 'read-only': <true>, 'backing': <''>,"
-        " 'file': <{'driver': <'file'>, 'filename': <%s>,"
-        "           'read-only': <true>}>}",
-        path);
+    opts =
+        g_variant_new_parsed("{'driver': <'qcow2'>, 'node-name': <'fuzz0'>,"
+                             " 'read-only': <true>, 'backing': <''>,"
+                             " 'file': <{'driver': <'file'>, 'filename': <%s>,"
+                             "           'read-only': <true>}>}",
+                             path);
     /* a refused image is a normal outcome; the message must exist */
     bs = vbk_block_node_open(opts, &err);
     if (!bs && (!err || !err->message || !err->message[0]))

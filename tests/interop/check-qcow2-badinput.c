@@ -23,6 +23,11 @@
  *    refuse, a read-only open may read, but an allocating write must
  *    fail with -EIO rather than write anywhere.
  *
+ * Truncated files are cases too: QEMU reads zeroes past the end of a
+ * file, so a 40- or 100-byte file fails its header_length check ("qcow2
+ * header too short"); a file cut after cluster 0 leaves every table
+ * outside the file, which QEMU accepts and vbackup must not.
+ *
  * In every case the file's SHA-256 is the same afterwards: a damaged
  * image is never written to, not even to set the corrupt bit.
  *
@@ -52,6 +57,7 @@ typedef enum {
     AT_L1,       /* entry 0 of the active L1 table */
     AT_L2,       /* entry 0 of the first L2 table */
     AT_REFTABLE, /* entry 0 of the refcount table */
+    AT_TRUNCATE, /* the file cut to .value bytes */
 } Where;
 
 typedef struct {
@@ -69,11 +75,14 @@ typedef struct {
     uint64_t pre_value;
 } BadCase;
 
+/* clang-format off */
 #define HDR(n, off, w, v, e, text, ...)                                   \
     { .name = n, .where = AT_HEADER, .offset = off, .width = w,           \
       .value = v, .expect = e, .qemu_text = text,                         \
       .keywords = { __VA_ARGS__ } }
+/* clang-format on */
 
+/* clang-format off */
 static const BadCase bad_cases[] = {
     HDR("magic", 0, 4, 0x51464900, OPEN_FAILS,
         "Image is not in qcow2 format", NULL),
@@ -132,6 +141,14 @@ static const BadCase bad_cases[] = {
       .width = 4, .value = 1024, .expect = OPEN_FAILS,
       .qemu_text = "Backing file name too long", .pre_offset = 8,
       .pre_value = 0x200 },
+    { .name = "file of 40 bytes", .where = AT_TRUNCATE, .value = 40,
+      .expect = OPEN_FAILS, .qemu_text = "qcow2 header too short" },
+    { .name = "file of 100 bytes", .where = AT_TRUNCATE, .value = 100,
+      .expect = OPEN_FAILS, .qemu_text = "qcow2 header too short" },
+    { .name = "file cut after the header cluster", .where = AT_TRUNCATE,
+      .value = 65536, .expect = OPEN_FAILS,
+      .keywords = { "outside", "l1 table", "refcount table",
+                    "reference count table" } },
     { .name = "L2 entry past EOF", .where = AT_L2, .width = 8,
       .value = 0x8000000010000000ull, .expect = IO_FAILS,
       .keywords = { "l2", "cluster", "offset" } },
@@ -151,6 +168,7 @@ static const BadCase bad_cases[] = {
       .width = 8, .value = 0x100000000ull, .expect = ALLOC_FAILS,
       .keywords = { "refcount", "reference count" } },
 };
+/* clang-format on */
 
 static uint64_t
 get_be(const uint8_t *p, int width)
@@ -187,14 +205,14 @@ read_be(int fd, uint64_t off, int width)
 static void
 make_base(const char *img)
 {
-    g_autofree char *out = NULL;
     g_autofree char *err = NULL;
 
-    ck_assert_int_eq(itu_run(&out, &err, "qemu-img", "create", "-q", "-f",
-                             "qcow2", img, "4M", NULL), 0);
-    ck_assert_msg(itu_run(&out, &err, "qemu-io", "-f", "qcow2", "-c",
-                          "write -P 0x5a 0 128k", "-c",
-                          "write -P 0x6b 1M 64k", img, NULL) == 0,
+    ck_assert_int_eq(itu_run(NULL, NULL, "qemu-img", "create", "-q", "-f",
+                             "qcow2", img, "4M", NULL),
+                     0);
+    ck_assert_msg(itu_run(NULL, &err, "qemu-io", "-f", "qcow2", "-c",
+                          "write -P 0x5a 0 128k", "-c", "write -P 0x6b 1M 64k",
+                          img, NULL) == 0,
                   "%s", err);
     itu_assert_qemu_img_check(img);
 }
@@ -220,6 +238,10 @@ apply_patch(const char *img, const BadCase *c)
     case AT_REFTABLE:
         at = read_be(fd, 48, 8);
         break;
+    case AT_TRUNCATE:
+        ck_assert_int_eq(ftruncate(fd, c->value), 0);
+        close(fd);
+        return;
     }
     if (c->pre_offset)
         put_be(fd, c->pre_offset, 8, c->pre_value);
@@ -285,11 +307,11 @@ expect_io_fails(const BadCase *c, const char *img, bool read_only)
         return;
     }
     ret = vbk_block_pread(bs, 0, 65536, buf);
-    ck_assert_msg(ret == -EIO, "%s: read returned %d (%s), want -EIO",
-                  c->name, ret, ret ? g_strerror(-ret) : "success");
+    ck_assert_msg(ret == -EIO, "%s: read returned %d (%s), want -EIO", c->name,
+                  ret, ret ? g_strerror(-ret) : "success");
     /* the undamaged range still reads */
-    ck_assert_int_eq(vbk_block_pread(bs, 1 << 20, 65536, buf), c->where ==
-                     AT_L1 ? -EIO : 0);
+    ck_assert_int_eq(vbk_block_pread(bs, 1 << 20, 65536, buf),
+                     c->where == AT_L1 ? -EIO : 0);
     itu_close(bs);
 }
 
@@ -307,8 +329,8 @@ expect_alloc_fails(const BadCase *c, const char *img)
     }
     memset(buf, 0xc3, 65536);
     ret = vbk_block_pwrite(bs, 3 << 20, 65536, buf, 0);
-    ck_assert_msg(ret == -EIO, "%s: allocating write returned %d (%s)",
-                  c->name, ret, ret ? g_strerror(-ret) : "success");
+    ck_assert_msg(ret == -EIO, "%s: allocating write returned %d (%s)", c->name,
+                  ret, ret ? g_strerror(-ret) : "success");
     itu_close(bs);
 }
 
@@ -321,7 +343,8 @@ expect_ro_reads(const char *img, const char *dir)
     VbkBlockNode *bs;
 
     ck_assert_int_eq(itu_run(NULL, NULL, "qemu-img", "convert", "-f", "qcow2",
-                             "-O", "raw", img, raw, NULL), 0);
+                             "-O", "raw", img, raw, NULL),
+                     0);
     bs = itu_open_qcow2(img, "bad0", true, false, &err);
     ck_assert_msg(bs, "corrupt bit: read-only open refused: %s",
                   err ? err->message : "?");
