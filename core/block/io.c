@@ -64,8 +64,9 @@ vbk_block_node_allocated_size(VbkBlockNode *bs)
 }
 
 /*
- * Check a request against the node.  Protocol nodes (no file child) may
- * be written past their end: that is how an image file grows.
+ * Check a request against the node.  Protocol nodes and the filters above
+ * them may be written past their end: that is how an image file grows
+ * (qcow2 -> blkdebug -> file grows through the filter, as in QEMU).
  */
 static int
 check_request(VbkBlockNode *bs, uint64_t offset, uint64_t bytes, bool write)
@@ -76,7 +77,7 @@ check_request(VbkBlockNode *bs, uint64_t offset, uint64_t bytes, bool write)
         return -EINVAL;
     if (write && bs->read_only)
         return -EACCES;
-    if (write && !bs->file && !bs->drv->is_format)
+    if (write && !bs->drv->is_format)
         return 0;
     len = vbk_block_node_getlength(bs);
     if (len < 0)

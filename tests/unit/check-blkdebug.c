@@ -131,6 +131,22 @@ START_TEST(test_option_errors)
 }
 END_TEST
 
+/* A format above blkdebug grows its image through the filter. */
+START_TEST(test_write_past_end_grows)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(VbkBlockNode) bs = open_stack("", &err);
+    VbkBlockNode *dbg = vbk_block_node_find("dbg");
+    char buf[512] = {9}, out[512];
+
+    ck_assert_msg(bs != NULL, "%s", err ? err->message : "");
+    ck_assert_int_eq(vbk_block_pwrite(dbg, 1 << 20, 512, buf, 0), 0);
+    ck_assert_int_eq(vbk_block_node_getlength(dbg), (1 << 20) + 512);
+    ck_assert_int_eq(vbk_block_pread(dbg, 1 << 20, 512, out), 0);
+    ck_assert_mem_eq(buf, out, 512);
+}
+END_TEST
+
 static Suite *
 blkdebug_suite(void)
 {
@@ -142,6 +158,7 @@ blkdebug_suite(void)
     tcase_add_test(tc, test_sector_and_iotype);
     tcase_add_test(tc, test_events_api);
     tcase_add_test(tc, test_option_errors);
+    tcase_add_test(tc, test_write_past_end_grows);
     suite_add_tcase(s, tc);
     return s;
 }
