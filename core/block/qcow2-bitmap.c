@@ -478,18 +478,29 @@ load_data(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e, VbkDirtyBitmap *bm,
     for (uint64_t off = e->table_offset;
          off < e->table_offset + (uint64_t) e->table_size * 8;
          off += s->cluster_size) {
-        if (!vbk_qcow2_data_offset_valid(s, off))
-            return load_fail(error, e->name, -EINVAL);
+        if (!vbk_qcow2_data_offset_valid(s, off)) {
+            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                        _("Bitmap '%s' doesn't satisfy the constraints"),
+                        e->name);
+            return false;
+        }
     }
     t = table_read(bs, e, &ret);
-    if (!t)
-        return load_fail(error, e->name, ret);
+    for (uint32_t i = 0; t && i < e->table_size; i++) {
+        if (!table_entry_ok(s, t[i]))
+            ret = -EINVAL;
+    }
+    if (!t || ret < 0) {
+        /* TRANSLATORS: %1$s is a bitmap name, %2$s strerror() */
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("Could not read bitmap_table table from image for bitmap '%1$s': %2$s"),
+                    e->name, g_strerror(-ret));
+        return false;
+    }
     for (uint32_t i = 0; i < e->table_size; i++) {
         uint64_t start = (uint64_t) i * per, len;
         uint64_t off = t[i] & QCOW2_OFFSET_MASK;
 
-        if (!table_entry_ok(s, t[i]))
-            return load_fail(error, e->name, -EINVAL);
         if (start >= size)
             continue;
         len = MIN(per, size - start);
