@@ -126,6 +126,7 @@ class Daemons:
         self.vbk = None
         self.mon = None
         self.count = 0
+        self.stderr = ''
 
     def start(self):
         self.count += 1
@@ -143,6 +144,7 @@ class Daemons:
             qmp.stop(self.vbk, sig)
             err = self.vbk.stderr.read().decode('utf-8', 'replace')
             self.vbk = None
+            self.stderr += err
             return err
         return ''
 
@@ -586,6 +588,9 @@ def main():
                 t.ok(False, '%s raised %r' % (test.__name__, e))
                 d.stop()
                 d.start()
+        d.stop()
+        t.ok('Sanitizer' not in d.stderr and 'CRITICAL' not in d.stderr,
+             'vbackupd: no sanitizer report or critical warning', d.stderr)
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
