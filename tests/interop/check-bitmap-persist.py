@@ -473,6 +473,40 @@ def test_resize(t, d, tmp):
     mon.command('blockdev-del', node_name='r')
 
 
+def test_store_failure(t, d, tmp):
+    """An I/O error while storing (injected by blkdebug after the first
+    cluster allocation of the store) leaves the old structure: the
+    bitmaps are still in-use on disk and reload inconsistent."""
+    for what, rule in (('header switch', {'sector': 0}),
+                       ('data write', {})):
+        img = os.path.join(tmp, 'f.qcow2')
+        make_qemu_image(img)
+        rule = dict(rule, event='refblock_update_part', iotype='write',
+                    errno=5)
+        node = qcow2_node('f0', img)
+        node['file'] = {'driver': 'blkdebug', 'inject-error': [rule],
+                        'image': {'driver': 'file', 'filename': img}}
+        mon = d.mon
+        mon.command('blockdev-add', node)
+        names = sorted(b['name'] for b in bitmaps_of(mon, 'f0'))
+        mon.command('blockdev-del', node_name='f0')
+        rc, out = check(img)
+        t.ok(rc in (0, 3) and 'ERROR' not in out,
+             'store fails at %s: no corruption (rc %d)' % (what, rc), out)
+        bms = info_bitmaps(img)
+        t.ok(sorted(b['name'] for b in bms) == names and
+             all('in-use' in b['flags'] for b in bms),
+             'store fails at %s: bitmaps still in-use on disk' % what, bms)
+        mon.command('blockdev-add', qcow2_node('f0', img))
+        t.ok(all(b.get('inconsistent') for b in bitmaps_of(mon, 'f0')),
+             'store fails at %s: bitmaps reload inconsistent' % what)
+        mon.command('blockdev-del', node_name='f0')
+    err = d.stop()
+    t.ok('Failed to store dirty bitmaps' in err,
+         'store failure is reported on stderr', err)
+    d.start()
+
+
 def find_ext(data):
     """Offset of the bitmaps extension's data in cluster 0."""
     off = struct.unpack('>I', data[100:104])[0]
@@ -581,7 +615,8 @@ def main():
     try:
         d.start()
         for test in (test_vbk_to_qemu, test_qemu_to_vbk, test_crash,
-                     test_v2_and_stale, test_resize, test_damaged):
+                     test_v2_and_stale, test_resize, test_store_failure,
+                     test_damaged):
             try:
                 test(t, d, tmp)
             except Exception as e:  # report and go on with the next one
