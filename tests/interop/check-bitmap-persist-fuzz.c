@@ -20,8 +20,8 @@
 #include "interop-util.h"
 #include "testutil.h"
 
-#define CB 16  /* 64 KiB clusters */
-#define DISK (64ull << 20)
+#define CB        16 /* 64 KiB clusters */
+#define DISK      (64ull << 20)
 #define FILE_SIZE (16ull << 20)
 
 /* One entry: table at 4 clusters, 1 entry, granularity 2^16, @name. */
@@ -66,26 +66,28 @@ START_TEST(test_dir_valid)
 END_TEST
 
 typedef struct {
-    size_t off;      /* byte of entry 0 to set, or (size_t) -1 */
+    size_t off; /* byte of entry 0 to set, or (size_t) -1 */
     uint8_t value;
-    uint32_t nb;     /* announced entries */
-    size_t cut;      /* bytes removed from the end */
+    uint32_t nb; /* announced entries */
+    size_t cut;  /* bytes removed from the end */
     const char *msg;
 } DirCase;
 
 static const DirCase dir_cases[] = {
-    { (size_t) -1, 0, 3, 0, "Less bitmaps found than specified in header extension" },
-    { (size_t) -1, 0, 1, 0, "More bitmaps found than specified in header extension" },
-    { (size_t) -1, 0, 2, 30, "Broken bitmap directory" },
-    { 23, 8, 2, 0, "Bitmap extra data is not supported" },
-    { 17, 8, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 17, 32, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 16, 2, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 15, 4, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 7, 1, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 11, 0, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { 1, 1, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints" },
-    { (size_t) -1, 0, 2, 0, NULL }, /* duplicate name: "b0" twice */
+    {(size_t) -1, 0, 3, 0,
+     "Less bitmaps found than specified in header extension"},
+    {(size_t) -1, 0, 1, 0,
+     "More bitmaps found than specified in header extension"},
+    {(size_t) -1, 0, 2, 30, "Broken bitmap directory"},
+    {23, 8, 2, 0, "Bitmap extra data is not supported"},
+    {17, 8, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {17, 32, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {16, 2, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {15, 4, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {7, 1, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {11, 0, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {1, 1, 2, 0, "Bitmap 'b0' doesn't satisfy the constraints"},
+    {(size_t) -1, 0, 2, 0, NULL}, /* duplicate name: "b0" twice */
 };
 
 START_TEST(test_dir_invalid)
@@ -103,7 +105,8 @@ START_TEST(test_dir_invalid)
         buf[c->off] = c->value;
     dir = decode(buf, len - c->cut, c->nb, &err);
     ck_assert_msg(!dir, "case %d accepted", _i);
-    ck_assert_str_eq(err->message, c->msg ? c->msg : "Bitmap already exists: b0");
+    ck_assert_str_eq(err->message,
+                     c->msg ? c->msg : "Bitmap already exists: b0");
 }
 END_TEST
 
@@ -150,13 +153,13 @@ static void
 make_base(void)
 {
     const char *steps[][9] = {
-        { "qemu-img", "create", "-q", "-f", "qcow2", NULL, "4M", NULL },
-        { "qemu-img", "bitmap", "--add", NULL, "a0", NULL },
-        { "qemu-img", "bitmap", "--add", "-g", "4096", NULL, "a1", NULL },
-        { "qemu-io", "-f", "qcow2", "-c", "write 0 300k", NULL, NULL },
-        { "qemu-img", "bitmap", "--add", "--disable", NULL, "a2", NULL },
+        {"qemu-img", "create", "-q", "-f", "qcow2", NULL, "4M", NULL},
+        {"qemu-img", "bitmap", "--add", NULL, "a0", NULL},
+        {"qemu-img", "bitmap", "--add", "-g", "4096", NULL, "a1", NULL},
+        {"qemu-io", "-f", "qcow2", "-c", "write 0 300k", NULL, NULL},
+        {"qemu-img", "bitmap", "--add", "--disable", NULL, "a2", NULL},
     };
-    const int at[] = { 5, 3, 5, 5, 4 };
+    const int at[] = {5, 3, 5, 5, 4};
 
     tmpdir = vbk_test_tmpdir_new();
     base = g_build_filename(tmpdir, "base.qcow2", NULL);
