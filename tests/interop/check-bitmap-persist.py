@@ -117,6 +117,19 @@ def sha_of(mon, node, name):
                        name=name)['sha256']
 
 
+def connect(sock):
+    """qmp.connect(), retried while the socket exists but does not listen
+    yet (bind() comes before listen())."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return qmp.connect(sock)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Daemons:
     """One vbackupd and helpers to ask qemu-storage-daemon."""
 
@@ -133,7 +146,7 @@ class Daemons:
         sock = os.path.join(self.tmp, 'v%d.sock' % self.count)
         self.vbk = qmp.start_vbackupd(self.exe, sock,
                                       os.path.join(self.tmp, 'state'))
-        self.mon = qmp.connect(sock)
+        self.mon = connect(sock)
         return self.mon
 
     def stop(self, sig=signal.SIGTERM):
@@ -153,7 +166,7 @@ class Daemons:
         self.count += 1
         sock = os.path.join(self.tmp, 'q%d.sock' % self.count)
         proc = qmp.start_qsd(sock)
-        mon = qmp.connect(sock)
+        mon = connect(sock)
         try:
             return fn(mon)
         finally:
