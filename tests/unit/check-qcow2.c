@@ -1019,6 +1019,18 @@ START_TEST(test_bad_headers)
 
     ck_assert(g_file_set_contents(path, "QFI", 3, NULL));
     open_fails(path, true, "Image is not in qcow2 format");
+
+    /* a backing name offset past the end of a short file (found by
+     * fuzz-qcow2): the extension walk stays inside cluster 0 */
+    qemu_img_create(path, "compat=1.1", NULL, "1M");
+    {
+        static const uint8_t boff[] = {0, 0, 0, 0, 0, 0, 8, 0};
+        static const uint8_t ext[] = {0, 0x23, 0, 0, 0, 0, 0, 0x10};
+        patch(path, 8, boff, 8);
+        patch(path, 0x70, ext, 8); /* unknown extension, 16 bytes */
+        ck_assert_int_eq(truncate(path, 580), 0);
+    }
+    open_fails(path, true, "L1 table offset invalid or outside the image file");
 }
 END_TEST
 
