@@ -396,6 +396,19 @@ def test_crash(t, d, tmp):
     t.ok(rc == 0 and 'leak' not in out, 'crash: image clean after removal',
          out)
 
+    # a clean stop (SIGTERM) with the image open stores the bitmaps
+    mon.command('blockdev-add', qcow2_node('c0', img))
+    mon.command('block-dirty-bitmap-add', node='c0', name='p3',
+                persistent=True)
+    mon.hmp('qemu-io c0 "write 3M 128k"')
+    d.stop()
+    t.eq([(b['name'], b['flags']) for b in info_bitmaps(img)],
+         [('p3', ['auto'])], 'SIGTERM: vbackupd stores open bitmaps')
+    t.eq(nbd_extents(tmp, img, 'p3'), [(3 * MiB, 128 * 1024)],
+         'SIGTERM: stored contents are the writes')
+    t.eq(check(img)[0], 0, 'SIGTERM: image clean')
+    d.start()
+
 
 def test_v2_and_stale(t, d, tmp):
     v2 = os.path.join(tmp, 'v2.qcow2')
