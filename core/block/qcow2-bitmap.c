@@ -95,7 +95,8 @@ header_set_bitmaps(VbkBlockNode *bs, uint32_t nb, uint64_t dsize, uint64_t doff)
     out += 8; /* end marker */
     memset(buf + hl, 0, MAX(old_end, hl + out) - hl);
     memcpy(buf + hl, ext, out);
-    qcow2_put_be64(buf + 88, autoclear);
+    if (s->hdr.version >= 3)
+        qcow2_put_be64(buf + 88, autoclear);
     ret = vbk_block_pwrite(bs->file, 0, MAX(old_end, hl + out), buf, 0);
     if (ret < 0)
         return ret;
