@@ -210,8 +210,16 @@ def nbd_extents(tmp, img, name):
         deadline = time.monotonic() + 10
         while not os.path.exists(sock) and time.monotonic() < deadline:
             time.sleep(0.02)
-        out = run('nbdinfo', '--map=qemu:dirty-bitmap:' + name,
-                  'nbd+unix:///?socket=' + sock).stdout
+        while True:  # the socket exists a moment before it listens
+            p = run('nbdinfo', '--map=qemu:dirty-bitmap:' + name,
+                    'nbd+unix:///?socket=' + sock, check=False)
+            if p.returncode == 0 or time.monotonic() > deadline or \
+                    'Connection refused' not in p.stderr:
+                break
+            time.sleep(0.02)
+        if p.returncode != 0:
+            raise RuntimeError('nbdinfo failed: ' + p.stderr)
+        out = p.stdout
     finally:
         proc.terminate()
         proc.wait()
@@ -430,6 +438,20 @@ def test_v2_and_stale(t, d, tmp):
         t.eq(mon2.get('error', {}).get('desc'), want,
              'add: %s refusal as QEMU' % what)
     mon.command('blockdev-del', node_name='d0')
+    big = os.path.join(tmp, 'big.qcow2')
+    for size, gran in (('2T', 512), ('2049G', 512), ('5T', 1024)):
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', big, size)
+        shutil.copy(big, big + '.twin')
+        add = ('block-dirty-bitmap-add', {'node': 'd0', 'name': 'b0',
+                                          'persistent': True,
+                                          'granularity': gran})
+        cmds = [('blockdev-add', qcow2_node('d0', big)), add]
+        want = d.qsd_error([('blockdev-add',
+                             qcow2_node('d0', big + '.twin')), add])
+        mon.command(*cmds[0])
+        t.eq(mon.cmd(*cmds[1]).get('error', {}).get('desc'), want,
+             'add: bitmap size limit (%s, %d) as QEMU' % (size, gran))
+        mon.command('blockdev-del', node_name='d0')
 
     # autoclear bit 0 cleared by "a program lacking bitmap support"
     img = os.path.join(tmp, 's.qcow2')
