@@ -309,6 +309,33 @@ def test_vbk_to_qemu(t, d, tmp):
          'vbk: close clears in-use')
 
 
+def test_cycles(t, d, tmp):
+    """Sessions that add, remove and dirty bitmaps leak no cluster."""
+    img = os.path.join(tmp, 'y.qcow2')
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', img, '32M')
+    mon = d.mon
+    clean = True
+    names = []
+    for i in range(6):
+        mon.command('blockdev-add', qcow2_node('y', img))
+        mon.command('block-dirty-bitmap-add', node='y', name='c%d' % i,
+                    persistent=True, granularity=4096 << (i % 3))
+        names.append('c%d' % i)
+        if i >= 2:
+            mon.command('block-dirty-bitmap-remove', node='y',
+                        name='c%d' % (i - 2))
+            names.remove('c%d' % (i - 2))
+        mon.hmp('qemu-io y "write %dM 300k"' % (i * 3))
+        shas = {n: sha_of(mon, 'y', n) for n in names}
+        mon.command('blockdev-del', node_name='y')
+        rc, out = check(img)
+        clean = clean and rc == 0 and 'leak' not in out
+    t.ok(clean, 'cycles: qemu-img check clean after every session')
+    t.eq(sorted(b['name'] for b in info_bitmaps(img)), sorted(names),
+         'cycles: the directory holds exactly the live bitmaps')
+    t.eq(d.qsd_bitmaps(img)[1], shas, 'cycles: contents as QEMU reads them')
+
+
 def make_qemu_image(img):
     run('qemu-img', 'create', '-q', '-f', 'qcow2', img, '64M')
     run('qemu-img', 'bitmap', '--add', img, 'q0')
@@ -662,9 +689,9 @@ def main():
     d = Daemons(exe, tmp)
     try:
         d.start()
-        for test in (test_vbk_to_qemu, test_qemu_to_vbk, test_crash,
-                     test_v2_and_stale, test_resize, test_store_failure,
-                     test_damaged):
+        for test in (test_vbk_to_qemu, test_cycles, test_qemu_to_vbk,
+                     test_crash, test_v2_and_stale, test_resize,
+                     test_store_failure, test_damaged):
             try:
                 test(t, d, tmp)
             except Exception as e:  # report and go on with the next one
