@@ -19,6 +19,7 @@
  * QEMU does), the end marker, then the backing file name.
  */
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 
 #include <glib/gi18n-lib.h>
 #include <string.h>
@@ -116,16 +117,7 @@ qcow2_decode_extension(uint32_t type,
     case QCOW2_EXT_FEATURES:
         return qcow2_decode_feature_table(data, len, h);
     case QCOW2_EXT_BITMAPS:
-        if (len != 24) {
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                        _("bitmaps_ext: Invalid extension length"));
-            return false;
-        }
-        h->has_bitmaps = true;
-        h->nb_bitmaps = qcow2_be32(data);
-        h->bitmap_directory_size = qcow2_be64(data + 8);
-        h->bitmap_directory_offset = qcow2_be64(data + 16);
-        return true;
+        return vbk_qcow2_bitmaps_ext_decode(data, len, h, error);
     default:
         return true;
     }

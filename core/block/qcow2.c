@@ -21,6 +21,7 @@
  * the same layout as qemu-img).
  */
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 
 #include <errno.h>
 #include <glib/gi18n-lib.h>
@@ -159,6 +160,7 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
 static void
 qcow2_state_free(VbkQcow2State *s)
 {
+    vbk_qcow2_bitmaps_free(s);
     vbk_qcow2_cache_free(s->l2_cache);
     vbk_qcow2_cache_free(s->rb_cache);
     s->l2_cache = s->rb_cache = NULL;
@@ -182,6 +184,9 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     if (!vbk_block_open_backing(bs, opts, s->hdr.backing_file,
                                 s->hdr.backing_fmt, error))
         goto fail;
+    /* last: loading marks the bitmaps in_use on disk */
+    if (!vbk_qcow2_bitmaps_load(bs, error))
+        goto fail;
     return true;
 
 fail:
@@ -195,9 +200,13 @@ static void
 qcow2_close(VbkBlockNode *bs)
 {
     VbkQcow2State *s = bs->opaque;
+    g_autoptr(GError) err = NULL;
 
-    if (s->l2_cache && s->writable && bs->file)
+    if (s->l2_cache && s->writable && bs->file) {
+        if (!vbk_qcow2_bitmaps_store(bs, &err))
+            g_printerr("%s\n", err->message);
         vbk_block_flush(bs->file);
+    }
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->data_lock);
@@ -237,13 +246,17 @@ static bool
 qcow2_truncate(VbkBlockNode *bs, uint64_t size, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    g_autoptr(GMutexLocker) locker = NULL;
 
     if (size & 511) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("The new size must be a multiple of 512"));
         return false;
     }
+    /* the bitmap lock comes before the driver lock */
+    if (!vbk_qcow2_bitmaps_truncate_check(bs, error))
+        return false;
+    locker = g_mutex_locker_new(&s->lock);
     if (size < s->hdr.size) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
                     _("qcow2 doesn't support shrinking images yet"));
@@ -313,6 +326,8 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .truncate = qcow2_truncate,
     .format_info = qcow2_format_info,
     .cluster_size = qcow2_cluster_size,
+    .can_store_new_bitmap = vbk_qcow2_can_store_new_bitmap,
+    .remove_persistent_bitmap = vbk_qcow2_remove_persistent_bitmap,
 };
 
 /* ---- blockdev-create ------------------------------------------------ */

@@ -101,6 +101,8 @@ typedef struct {
     uint32_t nb_bitmaps;
     uint64_t bitmap_directory_size;
     uint64_t bitmap_directory_offset;
+    bool bitmaps_stale;            /* extension present, autoclear bit 0
+                                    * clear: ignored (qcow2-bitmap.c) */
 } VbkQcow2Header;
 
 typedef enum {
@@ -139,6 +141,9 @@ typedef struct {
     uint64_t free_hint; /* lowest cluster index that may be free */
     uint64_t file_size; /* bytes of the file child we know of */
     bool writable;
+    GPtrArray *bitmap_dir;   /* qcow2-bitmap.c: directory entries, in
+                              * directory order; changed only under both
+                              * the node's bitmap lock and this lock */
 } VbkQcow2State;
 
 /* ---- qcow2-header.c ---- */
