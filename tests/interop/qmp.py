@@ -177,12 +177,21 @@ def connect(path, negotiate=True, timeout=30.0):
 
 
 def _wait_socket(path, proc, timeout):
+    """Wait until @path accepts connections: the file can exist (bound)
+    before the daemon listens, so probe with a real connect."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError('daemon exited with %d' % proc.returncode)
         if os.path.exists(path):
-            return
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
         time.sleep(0.02)
     raise TimeoutError('no socket %s' % path)
 
