@@ -471,8 +471,7 @@ worker_main(gpointer data)
         }
         bc->slice_bytes += r.end - r.start;
         g_mutex_unlock(&bc->lock);
-        ret = copy_range(bc, r.start, r.end, w->buf, bc->chunk, &copied,
-                         &err);
+        ret = copy_range(bc, r.start, r.end, w->buf, bc->chunk, &copied, &err);
         copied = ROUND_DOWN(copied, bc->cluster);
         if (ret == 0)
             report_progress(bc, r.end - r.start);

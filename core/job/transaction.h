@@ -44,9 +44,9 @@ typedef struct {
     bool disabled;               /* add */
     const VbkBitmapRef *sources; /* merge */
     size_t n_sources;
-    VbkBackupOptions backup;      /* blockdev-backup, drive-backup */
-    const char *format;           /* drive-backup: NULL for the default */
-    VbkNewImageMode mode;         /* drive-backup */
+    VbkBackupOptions backup; /* blockdev-backup, drive-backup */
+    const char *format;      /* drive-backup: NULL for the default */
+    VbkNewImageMode mode;    /* drive-backup */
 } VbkTxnAction;
 
 /* QAPI's name of an action type: "block-dirty-bitmap-add", "abort", ... */

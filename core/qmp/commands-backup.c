@@ -94,15 +94,12 @@ backup_common(JsonObject *args,
     vbk_backup_options_init(o);
     if (!enum_arg(args, prefix, "sync", vbk_backup_sync_from_string, 0, &sync,
                   error) ||
-        !enum_arg(args, prefix, "bitmap-mode",
-                  vbk_bitmap_sync_mode_from_string, VBK_BITMAP_SYNC_UNSET,
-                  &mode, error) ||
-        !enum_arg(args, prefix, "on-source-error",
-                  vbk_error_action_from_string, VBK_ERROR_ACTION_REPORT, &se,
-                  error) ||
-        !enum_arg(args, prefix, "on-target-error",
-                  vbk_error_action_from_string, VBK_ERROR_ACTION_REPORT, &te,
-                  error))
+        !enum_arg(args, prefix, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
+                  VBK_BITMAP_SYNC_UNSET, &mode, error) ||
+        !enum_arg(args, prefix, "on-source-error", vbk_error_action_from_string,
+                  VBK_ERROR_ACTION_REPORT, &se, error) ||
+        !enum_arg(args, prefix, "on-target-error", vbk_error_action_from_string,
+                  VBK_ERROR_ACTION_REPORT, &te, error))
         return false;
     o->job_id = vbk_qmp_arg_str(args, "job-id", NULL);
     o->device = vbk_qmp_arg_str(args, "device", NULL);
