@@ -405,6 +405,54 @@ START_TEST(test_cancel_created)
 }
 END_TEST
 
+/* A job started with an internal pause pending (QEMU: created inside a
+ * drained section) shows running, paused, then running once resumed, and
+ * a user pause is still separate from it. */
+START_TEST(test_start_paused)
+{
+    TestJob tj = {0};
+    g_autoptr(GError) err = NULL;
+    VbkJob *job;
+
+    tj.calls = g_string_new(NULL);
+    job = vbk_job_create("sp", &tj_driver, &tj, VBK_JOB_DEFAULT, NULL);
+    ck_assert(!vbk_job_started(job));
+    vbk_job_pause(job);
+    vbk_job_start(job);
+    ck_assert(vbk_job_started(job));
+    ck_assert_str_eq(events->str, "created running paused");
+    g_usleep(20000);
+    ck_assert(!g_atomic_int_get(&tj.started));
+    ck_assert(!vbk_job_user_resume(job, &err));
+    ck_assert_str_eq(err->message, "Can't resume a job that was not paused");
+    vbk_job_resume(job);
+    vbk_job_wait_settled("sp");
+    ck_assert(g_atomic_int_get(&tj.started));
+    ck_assert_str_eq(events->str, "created running paused running waiting "
+                                  "pending concluded null");
+    g_string_free(tj.calls, TRUE);
+}
+END_TEST
+
+/* Cancelling a job that starts paused: it runs only to abort. */
+START_TEST(test_start_paused_cancel)
+{
+    TestJob tj = {.wait_cancel = true};
+    VbkJob *job;
+
+    tj.calls = g_string_new(NULL);
+    job = vbk_job_create("spc", &tj_driver, &tj, VBK_JOB_DEFAULT, NULL);
+    vbk_job_pause(job);
+    vbk_job_start(job);
+    ck_assert(vbk_job_cancel(job, NULL));
+    vbk_job_wait_settled("spc");
+    ck_assert_str_eq(events->str, "created running paused running aborting "
+                                  "concluded null");
+    ck_assert_str_eq(tj.calls->str, "abort clean");
+    g_string_free(tj.calls, TRUE);
+}
+END_TEST
+
 START_TEST(test_ids)
 {
     TestJob tj = {0};
@@ -565,6 +613,8 @@ job_suite(void)
     tcase_add_test(life, test_prepare_fails);
     tcase_add_test(life, test_pause_resume_cancel);
     tcase_add_test(life, test_cancel_created);
+    tcase_add_test(life, test_start_paused);
+    tcase_add_test(life, test_start_paused_cancel);
     tcase_add_test(life, test_ids);
     tcase_add_test(life, test_cancel_sync_all);
     tcase_add_test(life, test_txn_success);
