@@ -385,8 +385,10 @@ job_fail_locked(VbkJob *job)
         for (l = txn->jobs; l; l = l->next) {
             VbkJob *other = l->data;
 
-            if (other == job || other->ran)
+            if (other == job)
                 continue;
+            /* as QEMU's job_txn_abort: even a job that already ran to
+             * its end is cancelled (it reports BLOCK_JOB_CANCELLED) */
             other->cancelled = true;
             if (other->status == VBK_JOB_STATUS_CREATED)
                 other->ran = true; /* never started: nothing to wait for */
