@@ -592,6 +592,37 @@ START_TEST(test_txn_failure)
 }
 END_TEST
 
+/* A job that already ran to its end (WAITING for its group) is cancelled
+ * too when a sibling fails, as QEMU's job_txn_abort does. */
+START_TEST(test_txn_failure_after_done)
+{
+    g_autoptr(VbkJobTxn) txn = vbk_job_txn_new();
+    g_autoptr(GPtrArray) infos = NULL;
+    TestJob a = {0};
+    TestJob b = {.fail = true, .hold = true};
+    VbkJob *ja, *jb;
+
+    vbk_job_set_status_handler(record_id_status, NULL);
+    ja = create_in(txn, "da", &a, VBK_JOB_MANUAL_DISMISS);
+    jb = create_in(txn, "db", &b, VBK_JOB_MANUAL_DISMISS);
+    vbk_job_start(ja);
+    vbk_job_start(jb);
+    iterate_until(ja, VBK_JOB_STATUS_WAITING);
+    g_atomic_int_set(&b.gate, 1);
+    vbk_job_wait_settled("db");
+    vbk_job_wait_settled("da");
+    ck_assert(vbk_job_is_cancelled(ja));
+    ck_assert(!vbk_job_is_cancelled(jb));
+    ck_assert_str_eq(a.calls->str, "abort clean");
+    infos = vbk_job_query_all();
+    ck_assert_str_eq(find_info(infos, "db")->error, "Input/output error");
+    ck_assert_str_eq(find_info(infos, "da")->error, g_strerror(ECANCELED));
+    vbk_job_cancel_sync_all();
+    g_string_free(a.calls, TRUE);
+    g_string_free(b.calls, TRUE);
+}
+END_TEST
+
 static Suite *
 job_suite(void)
 {
@@ -619,6 +650,7 @@ job_suite(void)
     tcase_add_test(life, test_cancel_sync_all);
     tcase_add_test(life, test_txn_success);
     tcase_add_test(life, test_txn_failure);
+    tcase_add_test(life, test_txn_failure_after_done);
     suite_add_tcase(s, life);
     return s;
 }
