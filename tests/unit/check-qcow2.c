@@ -898,8 +898,8 @@ START_TEST(test_threads_overlap)
     create_image(path, &o);
     bs = open_image(path, false);
     for (int i = 0; i < 4; i++) {
-        w[i] = (Worker){.bs = bs, .len = o.size, .seed = 77 + i,
-                        .cs = o.cluster_size};
+        w[i] = (Worker){
+            .bs = bs, .len = o.size, .seed = 77 + i, .cs = o.cluster_size};
         t[i] = g_thread_new("overlap", overlap_run, &w[i]);
     }
     for (int i = 0; i < 4; i++) {
@@ -909,8 +909,9 @@ START_TEST(test_threads_overlap)
     ck_assert_int_eq(vbk_block_pread(bs, 0, o.size, buf), 0);
     for (uint64_t c = 0; c < o.size; c += o.cluster_size) {
         for (uint64_t j = 1; j < o.cluster_size; j++)
-            ck_assert_msg(buf[c + j] == buf[c], "cluster at %" G_GUINT64_FORMAT
-                          " mixes two requests", c);
+            ck_assert_msg(buf[c + j] == buf[c],
+                          "cluster at %" G_GUINT64_FORMAT " mixes two requests",
+                          c);
     }
     close_node(bs);
     assert_check_clean(path);
