@@ -7,7 +7,7 @@
  * to an event and a state (0 = any):
  *
  *   inject-error {event, state, iotype, errno, sector, once, immediately}
- *   set-state    {event, state, new-state}
+ *   set-state    {event, state, new_state}
  *
  * The node has a current state, starting at 1.  When an event arrives,
  * every rule for it whose state is 0 or the current state is processed:
@@ -241,6 +241,14 @@ parse_inject(GVariant *d, GError **error)
     return g_steal_pointer(&r);
 }
 
+static bool
+opts_has(GVariant *d, const char *key)
+{
+    g_autoptr(GVariant) v = g_variant_lookup_value(d, key, NULL);
+
+    return v != NULL;
+}
+
 static Rule *
 parse_set_state(GVariant *d, GError **error)
 {
@@ -248,8 +256,13 @@ parse_set_state(GVariant *d, GError **error)
 
     if (!parse_event(d, r, error))
         return NULL;
-    if (!vbk_opts_get_uint64(d, "new-state", &r->new_state, error))
+    /* QAPI spells it "new_state"; "new-state" is kept as an alias */
+    if (!opts_has(d, "new_state") && opts_has(d, "new-state")) {
+        if (!vbk_opts_get_uint64(d, "new-state", &r->new_state, error))
+            return NULL;
+    } else if (!vbk_opts_get_uint64(d, "new_state", &r->new_state, error)) {
         return NULL;
+    }
     return g_steal_pointer(&r);
 }
 

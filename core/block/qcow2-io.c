@@ -357,6 +357,90 @@ qcow2_pwrite_locked(VbkBlockNode *bs,
     return 0;
 }
 
+/* Under the lock: wait until no allocating write outside the lock
+ * covers a cluster of [offset, offset+bytes). */
+static void
+qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
+{
+    uint64_t a = offset & ~(s->cluster_size - 1);
+    uint64_t b = offset + bytes;
+    bool busy = true;
+
+    while (busy && s->alloc_inflight) {
+        busy = false;
+        for (guint i = 0; i < s->alloc_inflight->len && !busy; i++) {
+            const uint64_t *r =
+                &g_array_index(s->alloc_inflight, uint64_t, 2 * i);
+
+            busy = r[0] < b && a < r[1];
+        }
+        if (busy)
+            g_cond_wait(&s->alloc_cond, &s->lock);
+    }
+}
+
+static void
+qcow2_alloc_done(VbkQcow2State *s, uint64_t start)
+{
+    for (guint i = 0; i < s->alloc_inflight->len; i++) {
+        if (g_array_index(s->alloc_inflight, uint64_t, 2 * i) == start) {
+            g_array_remove_index_fast(s->alloc_inflight, i);
+            break;
+        }
+    }
+    g_cond_broadcast(&s->alloc_cond);
+}
+
+/*
+ * Called and returns with the lock held.  A cluster-aligned extent that
+ * needs fresh clusters: allocate them, then write the data with the lock
+ * dropped (so that writers to other ranges, backup workers among them,
+ * run in parallel), then link the L2 entries and release the old ones.
+ * The guest range is listed in alloc_inflight meanwhile, which keeps any
+ * other metadata change of it waiting; the fresh clusters are referenced
+ * by nobody else, and data_lock keeps the file from being cut under the
+ * write.
+ */
+static int
+qcow2_write_new_unlocked(VbkBlockNode *bs,
+                         uint64_t offset,
+                         uint64_t n,
+                         const uint8_t *buf,
+                         uint64_t first)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t k = n / s->cluster_size;
+    uint64_t range[2] = {offset, offset + n};
+    g_autofree uint64_t *entries = g_try_new(uint64_t, k);
+    int64_t host;
+    int ret;
+
+    if (!entries)
+        return -ENOMEM;
+    host = vbk_qcow2_alloc_clusters(bs, k);
+    if (host < 0)
+        return host;
+    g_array_append_vals(s->alloc_inflight, range, 1);
+    g_rw_lock_reader_lock(&s->data_lock);
+    g_mutex_unlock(&s->lock);
+    vbk_block_event(bs->file, VBK_EVENT_WRITE_AIO);
+    ret = vbk_block_pwrite(bs->file, host, n, buf, 0);
+    g_rw_lock_reader_unlock(&s->data_lock);
+    g_mutex_lock(&s->lock);
+    if (ret == 0) {
+        vbk_qcow2_note_file_end(s, host + n);
+        for (uint64_t i = 0; i < k; i++)
+            entries[i] = (host + i * s->cluster_size) | QCOW2_OFLAG_COPIED;
+        ret = vbk_qcow2_l2_set(bs, offset, k, entries);
+    }
+    if (ret < 0)
+        vbk_qcow2_free_clusters(bs, host, k);
+    else
+        ret = qcow2_release(bs, k, first, entries, false);
+    qcow2_alloc_done(s, offset);
+    return ret;
+}
+
 int
 vbk_qcow2_co_pwrite(VbkBlockNode *bs,
                     uint64_t offset,
@@ -373,6 +457,7 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs,
      * Writes in place run outside the lock, as reads do. */
     while (bytes > 0) {
         g_mutex_lock(&s->lock);
+        qcow2_wait_alloc(s, offset, bytes);
         ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
         if (ret == 0 && vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
             (entry & QCOW2_OFLAG_COPIED)) {
@@ -384,6 +469,10 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs,
             ret = valid ? qcow2_write_in_place(bs, in_cluster, n, p, entry)
                         : -EIO;
             g_rw_lock_reader_unlock(&s->data_lock);
+        } else if (ret == 0 && s->alloc_inflight &&
+                   ((offset | n) & (s->cluster_size - 1)) == 0) {
+            ret = qcow2_write_new_unlocked(bs, offset, n, p, entry);
+            g_mutex_unlock(&s->lock);
         } else {
             if (ret == 0)
                 ret = qcow2_write_new(bs, offset, n, p, entry);
@@ -553,6 +642,7 @@ vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs,
     VbkQcow2State *s = bs->opaque;
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
 
+    qcow2_wait_alloc(s, offset, bytes);
     return vbk_qcow2_zeroes_locked(bs, offset, bytes, flags);
 }
 
@@ -592,6 +682,7 @@ vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
     uint64_t entry, n;
     int ret;
 
+    qcow2_wait_alloc(s, offset, bytes);
     end = end >= s->hdr.size ? (end + cs - 1) & ~(cs - 1) : end & ~(cs - 1);
     offset = (offset + cs - 1) & ~(cs - 1);
     while (offset < end) {

@@ -176,6 +176,8 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
 
     g_mutex_init(&s->lock);
     g_rw_lock_init(&s->data_lock);
+    g_cond_init(&s->alloc_cond);
+    s->alloc_inflight = g_array_new(FALSE, FALSE, 2 * sizeof(uint64_t));
     if (!vbk_block_open_file_child(bs, opts, true, error) ||
         !qcow2_open_image(bs, error))
         goto fail;
@@ -193,6 +195,8 @@ fail:
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->data_lock);
+    g_cond_clear(&s->alloc_cond);
+    g_clear_pointer(&s->alloc_inflight, g_array_unref);
     return false;
 }
 
@@ -210,6 +214,8 @@ qcow2_close(VbkBlockNode *bs)
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
     g_rw_lock_clear(&s->data_lock);
+    g_cond_clear(&s->alloc_cond);
+    g_clear_pointer(&s->alloc_inflight, g_array_unref);
 }
 
 /* Grow the virtual size to @size (caller holds the lock). */

@@ -120,6 +120,11 @@ typedef struct {
     /* data clusters are read and written in place outside @lock, holding
      * this as readers; freeing clusters takes it as writer */
     GRWLock data_lock;
+    /* guest ranges [start, end) whose fresh clusters are being written
+     * outside @lock (qcow2-io.c); writes, zeroes and discards touching
+     * them wait on @alloc_cond */
+    GArray *alloc_inflight;
+    GCond alloc_cond;
     VbkQcow2Header hdr;
     uint32_t cluster_bits;
     uint64_t cluster_size;

@@ -337,7 +337,10 @@ backup_clean(VbkJob *job, void *opaque)
     ev.offset = bj->offset;
     ev.speed = bj->speed;
     g_mutex_unlock(&bj->lock);
-    if (vbk_job_is_cancelled(job)) {
+    if (!vbk_job_started(job)) {
+        /* QEMU: "Emit events only if we actually started" */
+        return;
+    } else if (vbk_job_is_cancelled(job)) {
         ev.name = "BLOCK_JOB_CANCELLED";
     } else {
         ev.name = "BLOCK_JOB_COMPLETED";

@@ -301,13 +301,19 @@ report_progress(VbkBlockCopy *bc, uint64_t bytes)
 }
 
 /* Copy [start, end) extent by extent through @buf (@buflen bytes).  The
- * caller reports progress for the whole range once it succeeded. */
+ * caller reports progress for the whole range once it succeeded.  On
+ * failure *@copied (if given) tells how many bytes from @start were
+ * copied before the failing extent: QEMU's block-copy splits a task at
+ * each block-status boundary, so those count as done (iotest 257: a full
+ * backup failing on its second data read has copied 15 clusters, the
+ * first one and the zero clusters after it). */
 static int
 copy_range(VbkBlockCopy *bc,
            uint64_t start,
            uint64_t end,
            uint8_t *buf,
            uint64_t buflen,
+           uint64_t *copied,
            VbkBlockCopyError *err)
 {
     uint64_t off = start;
@@ -319,6 +325,8 @@ copy_range(VbkBlockCopy *bc,
 
         st = vbk_block_block_status_above(bc->source, off,
                                           MIN(end - off, buflen), &n, &depth);
+        if (copied)
+            *copied = off - start;
         if (st < 0) {
             *err = (VbkBlockCopyError){st, true};
             return st;
@@ -451,6 +459,7 @@ worker_main(gpointer data)
     g_mutex_lock(&bc->lock);
     while (rate_limit_locked(bc)) {
         VbkBlockCopyError err = {0, false};
+        uint64_t copied = 0;
         int ret;
 
         if (!claim_next_locked(bc, &r)) {
@@ -462,12 +471,16 @@ worker_main(gpointer data)
         }
         bc->slice_bytes += r.end - r.start;
         g_mutex_unlock(&bc->lock);
-        ret = copy_range(bc, r.start, r.end, w->buf, bc->chunk, &err);
+        ret = copy_range(bc, r.start, r.end, w->buf, bc->chunk, &copied, &err);
+        copied = ROUND_DOWN(copied, bc->cluster);
         if (ret == 0)
             report_progress(bc, r.end - r.start);
+        else if (copied > 0)
+            report_progress(bc, copied);
         g_mutex_lock(&bc->lock);
         if (ret < 0) {
-            unclaim_locked(bc, r.start, r.end);
+            /* the extents before the failing one stay copied */
+            unclaim_locked(bc, r.start + copied, r.end);
             if (bc->run_ret == 0) {
                 bc->run_ret = ret;
                 bc->run_err = err;
@@ -597,7 +610,7 @@ vbk_block_copy_range(VbkBlockCopy *bc,
         BcRange *r = &g_array_index(runs, BcRange, i);
 
         ret = copy_range(bc, r->start, r->end, buf, MIN(bc->chunk, end - start),
-                         &local);
+                         NULL, &local);
         if (ret == 0)
             report_progress(bc, r->end - r->start);
         if (ret == 0 && done)

@@ -68,6 +68,8 @@ struct VbkJob {
     GError *err; /* why the job failed, or NULL */
     GThread *thread;
     bool ran;          /* run() is over (or never will run) */
+    bool started;      /* vbk_job_start() was called */
+    bool start_paused; /* started while paused: the thread resumes it */
     VbkJobTxn *txn;    /* the completion group; never NULL until concluded */
 };
 
@@ -383,8 +385,10 @@ job_fail_locked(VbkJob *job)
         for (l = txn->jobs; l; l = l->next) {
             VbkJob *other = l->data;
 
-            if (other == job || other->ran)
+            if (other == job)
                 continue;
+            /* as QEMU's job_txn_abort: even a job that already ran to
+             * its end is cancelled (it reports BLOCK_JOB_CANCELLED) */
             other->cancelled = true;
             if (other->status == VBK_JOB_STATUS_CREATED)
                 other->ran = true; /* never started: nothing to wait for */
@@ -473,6 +477,16 @@ job_thread_main(gpointer data)
     GSource *src;
     bool ok;
 
+    /* QEMU's job_co_entry pauses first: a job started inside a drained
+     * section shows created, running, paused, running */
+    g_mutex_lock(&job_lock);
+    if (job->start_paused) {
+        while (job->pause_count > 0 && !job->cancelled)
+            g_cond_wait(&job_cond, &job_lock);
+        job->start_paused = false;
+        job_transition(job, VBK_JOB_STATUS_RUNNING);
+    }
+    g_mutex_unlock(&job_lock);
     ok = job->drv->run(job, job->opaque, &err);
 
     g_mutex_lock(&job_lock);
@@ -497,9 +511,40 @@ vbk_job_start(VbkJob *job)
     g_autofree char *name = g_strdup_printf("job-%s", job->id);
 
     g_mutex_lock(&job_lock);
+    job->started = true;
     job_transition(job, VBK_JOB_STATUS_RUNNING);
+    if (job->pause_count > 0 && !job->cancelled) {
+        job->start_paused = true;
+        job_transition(job, VBK_JOB_STATUS_PAUSED);
+    }
     job->thread = g_thread_new(name, job_thread_main, job);
     g_mutex_unlock(&job_lock);
+}
+
+bool
+vbk_job_started(VbkJob *job)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&job_lock);
+
+    return job->started;
+}
+
+void
+vbk_job_pause(VbkJob *job)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&job_lock);
+
+    job->pause_count++;
+}
+
+void
+vbk_job_resume(VbkJob *job)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&job_lock);
+
+    g_return_if_fail(job->pause_count > 0);
+    job->pause_count--;
+    g_cond_broadcast(&job_cond);
 }
 
 VbkJob *

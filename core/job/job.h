@@ -151,8 +151,17 @@ void vbk_job_txn_unref(VbkJobTxn *txn);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VbkJobTxn, vbk_job_txn_unref)
 void vbk_job_txn_add(VbkJobTxn *txn, VbkJob *job);
 
-/* CREATED -> RUNNING; spawns the job's thread. */
+/* CREATED -> RUNNING; spawns the job's thread.  A job with a pause
+ * pending starts as QEMU's: RUNNING then PAUSED at once, RUNNING again
+ * when its thread is resumed. */
 void vbk_job_start(VbkJob *job);
+/* Has vbk_job_start() been called?  (QEMU emits BLOCK_JOB_CANCELLED and
+ * _COMPLETED only for started jobs.) */
+bool vbk_job_started(VbkJob *job);
+/* Internal pause and resume (QEMU's drained sections), counted, unlike
+ * the user's job-pause: no "Job is already paused". */
+void vbk_job_pause(VbkJob *job);
+void vbk_job_resume(VbkJob *job);
 
 /* Registry lookup: "Job not found" when absent. (transfer none) */
 VbkJob *vbk_job_find(const char *id, GError **error);

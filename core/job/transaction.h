@@ -8,11 +8,16 @@
  * enable/disable take effect in prepare (and are undone on abort);
  * removals are checked in prepare and done in commit, so a later action
  * in the same transaction still sees the bitmap (QEMU: "Bitmap already
- * exists" for remove-then-add of one name).  Backup actions will join
- * the table with issue 4's backup jobs.
+ * exists" for remove-then-add of one name).  Backup actions
+ * (blockdev-backup, drive-backup) create their job in prepare (filter
+ * inserted, bitmap frozen, status CREATED), start it in commit and cancel
+ * the never-started job on abort.  With completion-mode grouped their
+ * jobs share one completion group (core/job/job.h): a failing job cancels
+ * the others and every bitmap is reclaimed, keeping its point in time.
  */
 #pragma once
 
+#include "backup-job.h"
 #include "core/block/dirty.h"
 
 G_BEGIN_DECLS
@@ -25,6 +30,8 @@ typedef enum {
     VBK_TXN_BITMAP_ENABLE,
     VBK_TXN_BITMAP_DISABLE,
     VBK_TXN_BITMAP_MERGE,
+    VBK_TXN_BLOCKDEV_BACKUP,
+    VBK_TXN_DRIVE_BACKUP,
     VBK_TXN_LAST
 } VbkTxnActionType;
 
@@ -37,6 +44,9 @@ typedef struct {
     bool disabled;               /* add */
     const VbkBitmapRef *sources; /* merge */
     size_t n_sources;
+    VbkBackupOptions backup; /* blockdev-backup, drive-backup */
+    const char *format;      /* drive-backup: NULL for the default */
+    VbkNewImageMode mode;    /* drive-backup */
 } VbkTxnAction;
 
 /* QAPI's name of an action type: "block-dirty-bitmap-add", "abort", ... */
@@ -45,7 +55,8 @@ const char *vbk_txn_action_name(VbkTxnActionType type);
 /*
  * Run @actions as one transaction.  With @grouped (completion-mode
  * grouped) only job-starting actions are allowed: "Action '%s' does not
- * support Transaction property completion-mode = grouped".
+ * support Transaction property completion-mode = grouped"; their jobs
+ * form one completion group.
  */
 bool vbk_transaction_run(const VbkTxnAction *actions,
                          size_t n_actions,

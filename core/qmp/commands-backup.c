@@ -12,6 +12,7 @@
 #include <glib/gi18n-lib.h>
 
 #include "core/job/backup-job.h"
+#include "core/job/transaction.h"
 #include "qmp-json.h"
 #include "qmp.h"
 
@@ -39,8 +40,8 @@ backup_event_cb(const VbkBlockJobEvent *ev, void *user_data)
     vbk_qmp_event_emit(ev->name, o);
 }
 
-static void
-ensure_events(void)
+void
+vbk_qmp_backup_events_init(void)
 {
     static gsize once;
 
@@ -52,6 +53,7 @@ ensure_events(void)
 
 static bool
 enum_arg(JsonObject *args,
+         const char *prefix,
          const char *name,
          int (*parse)(const char *),
          int def,
@@ -66,7 +68,7 @@ enum_arg(JsonObject *args,
     }
     *out = parse(s);
     if (*out < 0) {
-        vbk_qmp_error_bad_value(error, "", name, s);
+        vbk_qmp_error_bad_value(error, prefix, name, s);
         return false;
     }
     return true;
@@ -81,17 +83,22 @@ static const VbkQmpArg x_perf_args[] = {
 
 /* BackupCommon -> VbkBackupOptions (strings stay owned by @args). */
 static bool
-backup_common(JsonObject *args, VbkBackupOptions *o, GError **error)
+backup_common(JsonObject *args,
+              const char *prefix,
+              VbkBackupOptions *o,
+              GError **error)
 {
+    g_autofree char *perf_prefix = g_strconcat(prefix, "x-perf.", NULL);
     int sync, mode, se, te;
 
     vbk_backup_options_init(o);
-    if (!enum_arg(args, "sync", vbk_backup_sync_from_string, 0, &sync, error) ||
-        !enum_arg(args, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
+    if (!enum_arg(args, prefix, "sync", vbk_backup_sync_from_string, 0, &sync,
+                  error) ||
+        !enum_arg(args, prefix, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
                   VBK_BITMAP_SYNC_UNSET, &mode, error) ||
-        !enum_arg(args, "on-source-error", vbk_error_action_from_string,
+        !enum_arg(args, prefix, "on-source-error", vbk_error_action_from_string,
                   VBK_ERROR_ACTION_REPORT, &se, error) ||
-        !enum_arg(args, "on-target-error", vbk_error_action_from_string,
+        !enum_arg(args, prefix, "on-target-error", vbk_error_action_from_string,
                   VBK_ERROR_ACTION_REPORT, &te, error))
         return false;
     o->job_id = vbk_qmp_arg_str(args, "job-id", NULL);
@@ -110,7 +117,7 @@ backup_common(JsonObject *args, VbkBackupOptions *o, GError **error)
     if (json_object_has_member(args, "x-perf")) {
         JsonObject *perf = json_object_get_object_member(args, "x-perf");
 
-        if (!vbk_qmp_check_args(perf, "x-perf.", x_perf_args, false, error))
+        if (!vbk_qmp_check_args(perf, perf_prefix, x_perf_args, false, error))
             return false;
         o->max_workers = vbk_qmp_arg_int(perf, "max-workers", 64);
         o->max_chunk = vbk_qmp_arg_int(perf, "max-chunk", 0);
@@ -133,30 +140,19 @@ backup_common(JsonObject *args, VbkBackupOptions *o, GError **error)
         "x-perf", VBK_QMP_ARG_OBJECT, true                                     \
     }
 
-static const VbkQmpArg blockdev_backup_args[] = {
+const VbkQmpArg vbk_qmp_blockdev_backup_args[] = {
     BACKUP_COMMON_ARGS,
     {"target", VBK_QMP_ARG_STR, false},
     {NULL},
 };
 
-static const VbkQmpArg drive_backup_args[] = {
+const VbkQmpArg vbk_qmp_drive_backup_args[] = {
     BACKUP_COMMON_ARGS,
     {"target", VBK_QMP_ARG_STR, false},
     {"format", VBK_QMP_ARG_STR, true},
     {"mode", VBK_QMP_ARG_STR, true},
     {NULL},
 };
-
-static bool
-qmp_blockdev_backup(JsonObject *args, JsonNode **ret, GError **error)
-{
-    VbkBackupOptions o;
-
-    ensure_events();
-    if (!backup_common(args, &o, error))
-        return false;
-    return vbk_backup_job_start(&o, error) != NULL;
-}
 
 static int
 mode_from_string(const char *s)
@@ -168,19 +164,53 @@ mode_from_string(const char *s)
     return -1;
 }
 
+bool
+vbk_qmp_backup_options(JsonObject *args,
+                       const char *prefix,
+                       bool drive,
+                       VbkBackupOptions *o,
+                       const char **format,
+                       VbkNewImageMode *mode,
+                       GError **error)
+{
+    int m = VBK_NEW_IMAGE_MODE_ABSOLUTE_PATHS;
+
+    if (!backup_common(args, prefix, o, error))
+        return false;
+    if (drive && !enum_arg(args, prefix, "mode", mode_from_string,
+                           VBK_NEW_IMAGE_MODE_ABSOLUTE_PATHS, &m, error))
+        return false;
+    if (format)
+        *format = drive ? vbk_qmp_arg_str(args, "format", NULL) : NULL;
+    if (mode)
+        *mode = m;
+    return true;
+}
+
+/* A lone backup command is a transaction of one action, as in QEMU
+ * (blockdev_do_action): the same prepare, commit and job start. */
+static bool
+qmp_backup_action(JsonObject *args, VbkTxnActionType type, GError **error)
+{
+    VbkTxnAction a = {.type = type};
+
+    vbk_qmp_backup_events_init();
+    if (!vbk_qmp_backup_options(args, "", type == VBK_TXN_DRIVE_BACKUP,
+                                &a.backup, &a.format, &a.mode, error))
+        return false;
+    return vbk_transaction_run(&a, 1, false, error);
+}
+
+static bool
+qmp_blockdev_backup(JsonObject *args, JsonNode **ret, GError **error)
+{
+    return qmp_backup_action(args, VBK_TXN_BLOCKDEV_BACKUP, error);
+}
+
 static bool
 qmp_drive_backup(JsonObject *args, JsonNode **ret, GError **error)
 {
-    VbkBackupOptions o;
-    int mode;
-
-    ensure_events();
-    if (!backup_common(args, &o, error) ||
-        !enum_arg(args, "mode", mode_from_string,
-                  VBK_NEW_IMAGE_MODE_ABSOLUTE_PATHS, &mode, error))
-        return false;
-    return vbk_drive_backup_start(&o, vbk_qmp_arg_str(args, "format", NULL),
-                                  mode, error) != NULL;
+    return qmp_backup_action(args, VBK_TXN_DRIVE_BACKUP, error);
 }
 
 static bool
@@ -304,8 +334,8 @@ static const VbkQmpArg cancel_args[] = {
 };
 
 const VbkQmpCommand vbk_qmp_backup_commands[] = {
-    {"blockdev-backup", qmp_blockdev_backup, blockdev_backup_args},
-    {"drive-backup", qmp_drive_backup, drive_backup_args},
+    {"blockdev-backup", qmp_blockdev_backup, vbk_qmp_blockdev_backup_args},
+    {"drive-backup", qmp_drive_backup, vbk_qmp_drive_backup_args},
     {"query-block-jobs", qmp_query_block_jobs, NULL},
     {"block-job-set-speed", qmp_block_job_set_speed, set_speed_args},
     {"block-job-cancel", qmp_block_job_cancel, cancel_args},

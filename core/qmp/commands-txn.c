@@ -4,6 +4,7 @@
  * Checks the actions the way QAPI visits them (members named
  * "actions[N].data.x"), turns each into a VbkTxnAction and hands the list
  * to core/job/transaction.c, which prepares, commits or undoes them.
+ * Backup actions take the members of their commands (commands-backup.c).
  */
 #include <glib/gi18n-lib.h>
 
@@ -44,6 +45,8 @@ static const VbkQmpArg *const txn_data_args[VBK_TXN_LAST] = {
     [VBK_TXN_BITMAP_ENABLE] = txn_bitmap_args,
     [VBK_TXN_BITMAP_DISABLE] = txn_bitmap_args,
     [VBK_TXN_BITMAP_MERGE] = txn_bitmap_merge_args,
+    [VBK_TXN_BLOCKDEV_BACKUP] = vbk_qmp_blockdev_backup_args,
+    [VBK_TXN_DRIVE_BACKUP] = vbk_qmp_drive_backup_args,
 };
 
 static const VbkQmpArg txn_action_args[] = {
@@ -136,6 +139,12 @@ txn_parse_action(JsonNode *node, guint i, TxnBuild *b, GError **error)
     a.disabled = vbk_qmp_arg_bool(data, "disabled", false);
     if (t == VBK_TXN_BITMAP_MERGE && !txn_parse_sources(data, &a, b, error))
         return false;
+    if (t == VBK_TXN_BLOCKDEV_BACKUP || t == VBK_TXN_DRIVE_BACKUP) {
+        vbk_qmp_backup_events_init();
+        if (!vbk_qmp_backup_options(data, dprefix, t == VBK_TXN_DRIVE_BACKUP,
+                                    &a.backup, &a.format, &a.mode, error))
+            return false;
+    }
     g_array_append_val(b->actions, a);
     return true;
 }

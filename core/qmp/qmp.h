@@ -20,6 +20,7 @@
 
 #include "core/block/block.h"
 #include "core/block/dirty.h"
+#include "core/job/backup-job.h"
 
 G_BEGIN_DECLS
 
@@ -104,6 +105,24 @@ extern const VbkQmpCommand vbk_qmp_backup_commands[];
 extern const VbkQmpCommand vbk_qmp_misc_commands[];
 extern const VbkQmpCommand vbk_qmp_bitmap_commands[];
 extern const VbkQmpCommand vbk_qmp_txn_commands[];
+
+/*
+ * Backups, shared by the commands and the transaction actions
+ * (commands-backup.c): the members of BlockdevBackup / DriveBackup, the
+ * conversion of @args (members named @prefix + name in messages; for
+ * @drive also "format" and "mode"), and the routing of BLOCK_JOB_*
+ * events to the monitor (idempotent).
+ */
+extern const VbkQmpArg vbk_qmp_blockdev_backup_args[];
+extern const VbkQmpArg vbk_qmp_drive_backup_args[];
+bool vbk_qmp_backup_options(JsonObject *args,
+                            const char *prefix,
+                            bool drive,
+                            VbkBackupOptions *o,
+                            const char **format,
+                            VbkNewImageMode *mode,
+                            GError **error);
+void vbk_qmp_backup_events_init(void);
 
 /* One element of a merge's "bitmaps": a name, or {node, name}. */
 bool vbk_qmp_bitmap_ref(JsonNode *el, VbkBitmapRef *ref, GError **error);

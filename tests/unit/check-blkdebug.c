@@ -49,7 +49,7 @@ START_TEST(test_state_chain)
     g_autoptr(GError) err = NULL;
     g_autoptr(VbkBlockNode) bs = open_stack(
         "'set-state': <[{'event': <'flush_to_disk'>, 'state': <1>, "
-        "'new-state': <2>}, {'event': <'read_aio'>, 'state': <2>, "
+        "'new_state': <2>}, {'event': <'read_aio'>, 'state': <2>, "
         "'new-state': <3>}]>, 'inject-error': <[{'event': <'read_aio'>, "
         "'state': <3>, 'errno': <5>, 'once': <true>, "
         "'immediately': <false>}]>,",
@@ -123,7 +123,7 @@ START_TEST(test_option_errors)
     g_clear_error(&err);
     ck_assert_ptr_null(open_stack(
         "'set-state': <[{'event': <'read_aio'>}]>,", &err));
-    ck_assert_str_eq(err->message, "Parameter 'new-state' is missing");
+    ck_assert_str_eq(err->message, "Parameter 'new_state' is missing");
     g_clear_error(&err);
     ck_assert_ptr_null(open_stack("'file': <'x'>,", &err));
     ck_assert_str_eq(err->message, "Parameter 'file' is unexpected");

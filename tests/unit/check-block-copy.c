@@ -395,6 +395,53 @@ START_TEST(test_read_error)
 }
 END_TEST
 
+/*
+ * A task spanning several block-status extents that fails on a later
+ * extent keeps the earlier ones copied, as QEMU's block-copy, which
+ * splits its tasks at each extent (iotest 257, full backup failing on
+ * its second data read: 15 clusters done).  Source: data in clusters 0
+ * and 15, nothing between; the second data read fails.
+ */
+START_TEST(test_read_error_keeps_earlier_extents)
+{
+    g_autofree char *sp = path_of("src.qcow2");
+    g_autofree char *tp = path_of("tgt.qcow2");
+    g_autofree guint8 *buf = g_malloc(CL);
+    VbkBlockCopyOptions o = {1, 0};
+    VbkBlockCopyError err = {0};
+    VbkBlockNode *src, *tgt;
+    VbkBlockCopy *bc;
+
+    make_qcow2(sp, NULL);
+    make_qcow2(tp, NULL);
+    src = open_node(sp, "src", NULL);
+    memset(buf, 0x5a, CL);
+    ck_assert_int_eq(vbk_block_pwrite(src, 0, CL, buf, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite(src, 15 * CL, CL, buf, 0), 0);
+    close_node(src);
+    src = open_node(sp, "src",
+                    "'set-state': <[{'event': <'read_aio'>, 'state': <1>, "
+                    "'new-state': <2>}]>, "
+                    "'inject-error': <[{'event': <'read_aio'>, 'state': <2>, "
+                    "'errno': <5>, 'once': <true>}]>,");
+    tgt = open_node(tp, "tgt", NULL);
+    bc = vbk_block_copy_new(src, tgt, &o, NULL);
+    progress_total = 0;
+    vbk_block_copy_set_progress_func(bc, count_progress, NULL);
+    ck_assert_int_eq(vbk_block_copy_run(bc, &err), -EIO);
+    ck_assert(err.is_read);
+    ck_assert_uint_eq(progress_total, 15 * CL);
+    ck_assert_uint_eq(vbk_block_copy_dirty_bytes(bc), SIZE - 15 * CL);
+    /* the retry copies the rest */
+    ck_assert_int_eq(vbk_block_copy_run(bc, &err), 0);
+    ck_assert_uint_eq(progress_total, SIZE);
+    assert_same(src, tgt);
+    vbk_block_copy_free(bc);
+    close_node(src);
+    close_node(tgt);
+}
+END_TEST
+
 START_TEST(test_write_error)
 {
     error_case(NULL,
@@ -596,6 +643,7 @@ block_copy_suite(void)
     tcase_add_test(tc, test_top_skips_unallocated);
     tcase_add_test(tc, test_speed_interrupt_resume);
     tcase_add_test(tc, test_read_error);
+    tcase_add_test(tc, test_read_error_keeps_earlier_extents);
     tcase_add_test(tc, test_write_error);
     tcase_add_test(tc, test_cbw_range);
     suite_add_tcase(s, tc);

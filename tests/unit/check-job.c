@@ -405,6 +405,54 @@ START_TEST(test_cancel_created)
 }
 END_TEST
 
+/* A job started with an internal pause pending (QEMU: created inside a
+ * drained section) shows running, paused, then running once resumed, and
+ * a user pause is still separate from it. */
+START_TEST(test_start_paused)
+{
+    TestJob tj = {0};
+    g_autoptr(GError) err = NULL;
+    VbkJob *job;
+
+    tj.calls = g_string_new(NULL);
+    job = vbk_job_create("sp", &tj_driver, &tj, VBK_JOB_DEFAULT, NULL);
+    ck_assert(!vbk_job_started(job));
+    vbk_job_pause(job);
+    vbk_job_start(job);
+    ck_assert(vbk_job_started(job));
+    ck_assert_str_eq(events->str, "created running paused");
+    g_usleep(20000);
+    ck_assert(!g_atomic_int_get(&tj.started));
+    ck_assert(!vbk_job_user_resume(job, &err));
+    ck_assert_str_eq(err->message, "Can't resume a job that was not paused");
+    vbk_job_resume(job);
+    vbk_job_wait_settled("sp");
+    ck_assert(g_atomic_int_get(&tj.started));
+    ck_assert_str_eq(events->str, "created running paused running waiting "
+                                  "pending concluded null");
+    g_string_free(tj.calls, TRUE);
+}
+END_TEST
+
+/* Cancelling a job that starts paused: it runs only to abort. */
+START_TEST(test_start_paused_cancel)
+{
+    TestJob tj = {.wait_cancel = true};
+    VbkJob *job;
+
+    tj.calls = g_string_new(NULL);
+    job = vbk_job_create("spc", &tj_driver, &tj, VBK_JOB_DEFAULT, NULL);
+    vbk_job_pause(job);
+    vbk_job_start(job);
+    ck_assert(vbk_job_cancel(job, NULL));
+    vbk_job_wait_settled("spc");
+    ck_assert_str_eq(events->str, "created running paused running aborting "
+                                  "concluded null");
+    ck_assert_str_eq(tj.calls->str, "abort clean");
+    g_string_free(tj.calls, TRUE);
+}
+END_TEST
+
 START_TEST(test_ids)
 {
     TestJob tj = {0};
@@ -544,6 +592,37 @@ START_TEST(test_txn_failure)
 }
 END_TEST
 
+/* A job that already ran to its end (WAITING for its group) is cancelled
+ * too when a sibling fails, as QEMU's job_txn_abort does. */
+START_TEST(test_txn_failure_after_done)
+{
+    g_autoptr(VbkJobTxn) txn = vbk_job_txn_new();
+    g_autoptr(GPtrArray) infos = NULL;
+    TestJob a = {0};
+    TestJob b = {.fail = true, .hold = true};
+    VbkJob *ja, *jb;
+
+    vbk_job_set_status_handler(record_id_status, NULL);
+    ja = create_in(txn, "da", &a, VBK_JOB_MANUAL_DISMISS);
+    jb = create_in(txn, "db", &b, VBK_JOB_MANUAL_DISMISS);
+    vbk_job_start(ja);
+    vbk_job_start(jb);
+    iterate_until(ja, VBK_JOB_STATUS_WAITING);
+    g_atomic_int_set(&b.gate, 1);
+    vbk_job_wait_settled("db");
+    vbk_job_wait_settled("da");
+    ck_assert(vbk_job_is_cancelled(ja));
+    ck_assert(!vbk_job_is_cancelled(jb));
+    ck_assert_str_eq(a.calls->str, "abort clean");
+    infos = vbk_job_query_all();
+    ck_assert_str_eq(find_info(infos, "db")->error, "Input/output error");
+    ck_assert_str_eq(find_info(infos, "da")->error, g_strerror(ECANCELED));
+    vbk_job_cancel_sync_all();
+    g_string_free(a.calls, TRUE);
+    g_string_free(b.calls, TRUE);
+}
+END_TEST
+
 static Suite *
 job_suite(void)
 {
@@ -565,10 +644,13 @@ job_suite(void)
     tcase_add_test(life, test_prepare_fails);
     tcase_add_test(life, test_pause_resume_cancel);
     tcase_add_test(life, test_cancel_created);
+    tcase_add_test(life, test_start_paused);
+    tcase_add_test(life, test_start_paused_cancel);
     tcase_add_test(life, test_ids);
     tcase_add_test(life, test_cancel_sync_all);
     tcase_add_test(life, test_txn_success);
     tcase_add_test(life, test_txn_failure);
+    tcase_add_test(life, test_txn_failure_after_done);
     suite_add_tcase(s, life);
     return s;
 }
