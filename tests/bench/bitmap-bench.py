@@ -49,6 +49,7 @@ vbackup) so that drift on a shared machine hits every configuration.
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,8 @@ def measure(bench, cache, runs, counts):
 
 
 def main():
+    # SIGTERM unwinds, so that no qemu-storage-daemon is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(sys.argv[1] if len(sys.argv) > 1 else 'build')
     runs = env_int('RUNS', 3)
     counts = [int(x) for x in os.environ.get('BITMAPS', '0 16 256').split()]
