@@ -23,8 +23,8 @@
 #include <string.h>
 
 typedef struct {
-    uint64_t offset;  /* 0: empty slot */
-    uint64_t used;    /* LRU tick */
+    uint64_t offset; /* 0: empty slot */
+    uint64_t used;   /* LRU tick */
     uint8_t *table;
 } QcowCacheSlot;
 
@@ -78,8 +78,11 @@ vbk_qcow2_cache_drop(VbkQcow2Cache *c, uint64_t offset)
  * from zeroes instead of reading it.
  */
 int
-vbk_qcow2_cache_get(VbkBlockNode *bs, VbkQcow2Cache *c, uint64_t offset,
-                    bool fresh, uint8_t **table)
+vbk_qcow2_cache_get(VbkBlockNode *bs,
+                    VbkQcow2Cache *c,
+                    uint64_t offset,
+                    bool fresh,
+                    uint8_t **table)
 {
     QcowCacheSlot *victim = NULL;
     int ret;
@@ -126,8 +129,11 @@ qcow2_meta_align(VbkBlockNode *bs, uint64_t cluster_size)
 /* Write bytes [@start, @start+@len) of the cluster-sized @table that
  * lives at @table_offset, widened to the file's alignment. */
 int
-vbk_qcow2_meta_write(VbkBlockNode *bs, uint64_t table_offset,
-                     const uint8_t *table, uint64_t start, uint64_t len)
+vbk_qcow2_meta_write(VbkBlockNode *bs,
+                     uint64_t table_offset,
+                     const uint8_t *table,
+                     uint64_t start,
+                     uint64_t len)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t align = qcow2_meta_align(bs, s->cluster_size);
@@ -202,8 +208,10 @@ vbk_qcow2_meta_offset_valid(VbkQcow2State *s, uint64_t offset)
 
 /* Patch @len bytes at @off of the header, rewriting whole sectors. */
 int
-vbk_qcow2_header_patch(VbkBlockNode *bs, uint64_t off, const uint8_t *data,
-                   size_t len)
+vbk_qcow2_header_patch(VbkBlockNode *bs,
+                       uint64_t off,
+                       const uint8_t *data,
+                       size_t len)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t align = qcow2_meta_align(bs, s->cluster_size);

@@ -72,7 +72,9 @@ qcow2_entry_valid(VbkQcow2State *s, uint64_t entry)
 
 /* Does @next continue the extent that @first starts, @i clusters on? */
 static bool
-qcow2_entry_continues(VbkQcow2State *s, uint64_t first, uint64_t next,
+qcow2_entry_continues(VbkQcow2State *s,
+                      uint64_t first,
+                      uint64_t next,
                       uint64_t i)
 {
     VbkQcow2ClusterType t = vbk_qcow2_entry_type(s, first);
@@ -96,8 +98,11 @@ qcow2_entry_continues(VbkQcow2State *s, uint64_t first, uint64_t next,
  * clusters, inside one L2 table).
  */
 int
-vbk_qcow2_l2_lookup(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                    uint64_t *entry, uint64_t *pnum)
+vbk_qcow2_l2_lookup(VbkBlockNode *bs,
+                    uint64_t offset,
+                    uint64_t bytes,
+                    uint64_t *entry,
+                    uint64_t *pnum)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -139,10 +144,11 @@ qcow2_l1_write(VbkBlockNode *bs, uint64_t idx)
                            ~(s->cluster_size - 1);
     uint64_t start = (idx * 8) & ~511ull;
     uint64_t end = MIN(start + 512, table_bytes);
-    uint8_t buf[512] = { 0 };
+    uint8_t buf[512] = {0};
 
     for (uint64_t i = start / 8; i < end / 8 && i < s->l1_size; i++)
         qcow2_table_set(buf, i - start / 8, s->l1[i]);
+    vbk_block_event(bs->file, VBK_EVENT_L1_UPDATE);
     return vbk_block_pwrite(bs->file, s->hdr.l1_table_offset + start,
                             end - start, buf, 0);
 }
@@ -150,11 +156,14 @@ qcow2_l1_write(VbkBlockNode *bs, uint64_t idx)
 /* Give L1 entry @l1_idx a new L2 table at @new_off, copy of @content
  * (or zeroes), then release the old one. */
 static int
-qcow2_l2_install(VbkBlockNode *bs, uint64_t l1_idx, uint64_t new_off,
+qcow2_l2_install(VbkBlockNode *bs,
+                 uint64_t l1_idx,
+                 uint64_t new_off,
                  const uint8_t *content)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t old = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
+    uint64_t l1e;
     uint8_t *l2;
     int ret;
 
@@ -163,19 +172,24 @@ qcow2_l2_install(VbkBlockNode *bs, uint64_t l1_idx, uint64_t new_off,
         return ret;
     if (content)
         memcpy(l2, content, s->cluster_size);
+    vbk_block_event(bs->file, VBK_EVENT_L2_ALLOC_WRITE);
     ret = vbk_qcow2_meta_write(bs, new_off, l2, 0, s->cluster_size);
     if (ret < 0)
         goto fail;
+    l1e = s->l1[l1_idx];
     s->l1[l1_idx] = new_off | QCOW2_OFLAG_COPIED;
     ret = qcow2_l1_write(bs, l1_idx);
-    if (ret < 0)
+    if (ret < 0) {
+        s->l1[l1_idx] = l1e;
         goto fail;
+    }
     if (old)
         return vbk_qcow2_free_clusters(bs, old, 1);
     return 0;
 
 fail:
     vbk_qcow2_cache_drop(s->l2_cache, new_off);
+    vbk_qcow2_free_clusters(bs, new_off, 1);
     return ret;
 }
 
@@ -184,7 +198,9 @@ fail:
  * in *l2 (valid until the next L2 cache access) at *l2_offset.
  */
 int
-vbk_qcow2_l2_prepare(VbkBlockNode *bs, uint64_t offset, uint8_t **l2,
+vbk_qcow2_l2_prepare(VbkBlockNode *bs,
+                     uint64_t offset,
+                     uint8_t **l2,
                      uint64_t *l2_offset)
 {
     VbkQcow2State *s = bs->opaque;
@@ -202,6 +218,7 @@ vbk_qcow2_l2_prepare(VbkBlockNode *bs, uint64_t offset, uint8_t **l2,
         return -EIO;
     if (old && !(l1e & QCOW2_OFLAG_COPIED)) {
         uint8_t *shared;
+        vbk_block_event(bs->file, VBK_EVENT_L2_ALLOC_COW_READ);
         ret = vbk_qcow2_cache_get(bs, s->l2_cache, old, false, &shared);
         if (ret < 0)
             return ret;
@@ -221,7 +238,9 @@ vbk_qcow2_l2_prepare(VbkBlockNode *bs, uint64_t offset, uint8_t **l2,
 
 /* Set the L2 entries of @n clusters from @offset (one L2 table). */
 int
-vbk_qcow2_l2_set(VbkBlockNode *bs, uint64_t offset, uint64_t n,
+vbk_qcow2_l2_set(VbkBlockNode *bs,
+                 uint64_t offset,
+                 uint64_t n,
                  const uint64_t *entries)
 {
     VbkQcow2State *s = bs->opaque;
@@ -236,7 +255,11 @@ vbk_qcow2_l2_set(VbkBlockNode *bs, uint64_t offset, uint64_t n,
         return ret;
     for (uint64_t i = 0; i < n; i++)
         qcow2_table_set(l2, idx + i, entries[i]);
-    return vbk_qcow2_meta_write(bs, l2_off, l2, idx * 8, n * 8);
+    vbk_block_event(bs->file, VBK_EVENT_L2_UPDATE);
+    ret = vbk_qcow2_meta_write(bs, l2_off, l2, idx * 8, n * 8);
+    if (ret < 0) /* the cached table no longer matches the disk */
+        vbk_qcow2_cache_drop(s->l2_cache, l2_off);
+    return ret;
 }
 
 /* Replace the L1 table by one of @min_size entries (grow only). */
@@ -261,12 +284,14 @@ vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error)
                     _("Active L1 table too large"));
         return false;
     }
+    vbk_block_event(bs->file, VBK_EVENT_L1_GROW_ALLOC_TABLE);
     off = vbk_qcow2_alloc_clusters(bs, clusters);
     ret = off < 0 ? (int) off : 0;
     if (ret == 0) {
         buf = g_malloc0(clusters * cs);
         for (uint32_t i = 0; i < s->l1_size; i++)
             qcow2_table_set(buf, i, s->l1[i]);
+        vbk_block_event(bs->file, VBK_EVENT_L1_GROW_WRITE_TABLE);
         ret = vbk_block_pwrite(bs->file, off, clusters * cs, buf, 0);
     }
     if (ret == 0)
@@ -275,6 +300,7 @@ vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error)
         vbk_qcow2_note_file_end(s, off + clusters * cs);
         qcow2_put_be32(hdr, min_size);
         qcow2_put_be64(hdr + 4, off);
+        vbk_block_event(bs->file, VBK_EVENT_L1_GROW_ACTIVATE_TABLE);
         ret = vbk_qcow2_header_patch(bs, 36, hdr, 12);
     }
     if (ret < 0) {
@@ -289,21 +315,22 @@ vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error)
     s->l1_size = min_size;
     s->hdr.l1_size = min_size;
     s->hdr.l1_table_offset = off;
-    if (old_clusters && (ret = vbk_qcow2_free_clusters(bs, old_off,
-                                                       old_clusters)) < 0) {
+    if (old_clusters &&
+        (ret = vbk_qcow2_free_clusters(bs, old_off, old_clusters)) < 0) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
-                    _("Could not free the old L1 table: %s"),
-                    g_strerror(-ret));
+                    _("Could not free the old L1 table: %s"), g_strerror(-ret));
         return false;
     }
     return true;
 }
 
 static int
-qcow2_inflate(const uint8_t *in, uint64_t in_len, uint8_t *out,
+qcow2_inflate(const uint8_t *in,
+              uint64_t in_len,
+              uint8_t *out,
               uint64_t out_len)
 {
-    z_stream z = { 0 };
+    z_stream z = {0};
     int ret;
 
     if (inflateInit2(&z, -12) != Z_OK)
@@ -320,12 +347,11 @@ qcow2_inflate(const uint8_t *in, uint64_t in_len, uint8_t *out,
 }
 
 static int
-qcow2_unzstd(const uint8_t *in, uint64_t in_len, uint8_t *out,
-             uint64_t out_len)
+qcow2_unzstd(const uint8_t *in, uint64_t in_len, uint8_t *out, uint64_t out_len)
 {
     ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    ZSTD_inBuffer zin = { in, in_len, 0 };
-    ZSTD_outBuffer zout = { out, out_len, 0 };
+    ZSTD_inBuffer zin = {in, in_len, 0};
+    ZSTD_outBuffer zout = {out, out_len, 0};
     int ret = 0;
 
     if (!dctx)
@@ -362,6 +388,7 @@ vbk_qcow2_read_compressed(VbkBlockNode *bs, uint64_t entry, uint8_t *out)
     in = g_try_malloc(csize);
     if (!in)
         return -ENOMEM;
+    vbk_block_event(bs->file, VBK_EVENT_READ_COMPRESSED);
     ret = vbk_block_pread(bs->file, coff, csize, in);
     if (ret < 0)
         return ret;

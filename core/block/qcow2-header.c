@@ -19,19 +19,20 @@
  * QEMU does), the end marker, then the backing file name.
  */
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 
 #include <glib/gi18n-lib.h>
 #include <string.h>
 
 static const VbkQcow2FeatureName qcow2_builtin_features[] = {
-    { 0, 0, "dirty bit" },
-    { 0, 1, "corrupt bit" },
-    { 0, 2, "external data file" },
-    { 0, 3, "compression type" },
-    { 0, 4, "extended L2 entries" },
-    { 1, 0, "lazy refcounts" },
-    { 2, 0, "bitmaps" },
-    { 2, 1, "raw external data" },
+    {0, 0, "dirty bit"},
+    {0, 1, "corrupt bit"},
+    {0, 2, "external data file"},
+    {0, 3, "compression type"},
+    {0, 4, "extended L2 entries"},
+    {1, 0, "lazy refcounts"},
+    {2, 0, "bitmaps"},
+    {2, 1, "raw external data"},
 };
 
 void
@@ -71,15 +72,14 @@ vbk_qcow2_feature_list(const VbkQcow2Header *h, uint8_t type, uint64_t mask)
     if (mask) {
         if (out->len)
             g_string_append(out, ", ");
-        g_string_append_printf(out, "Unknown incompatible feature: %" G_GINT64_MODIFIER "x",
-                               mask);
+        g_string_append_printf(
+            out, "Unknown incompatible feature: %" G_GINT64_MODIFIER "x", mask);
     }
     return g_string_free(g_steal_pointer(&out), FALSE);
 }
 
 static bool
-qcow2_decode_feature_table(const uint8_t *data, uint32_t len,
-                           VbkQcow2Header *h)
+qcow2_decode_feature_table(const uint8_t *data, uint32_t len, VbkQcow2Header *h)
 {
     size_t n = len / 48;
 
@@ -98,8 +98,11 @@ qcow2_decode_feature_table(const uint8_t *data, uint32_t len,
 /* One extension: @type with @len bytes at @data.  Unknown ones are
  * ignored, as the specification requires. */
 static bool
-qcow2_decode_extension(uint32_t type, const uint8_t *data, uint32_t len,
-                       VbkQcow2Header *h, GError **error)
+qcow2_decode_extension(uint32_t type,
+                       const uint8_t *data,
+                       uint32_t len,
+                       VbkQcow2Header *h,
+                       GError **error)
 {
     switch (type) {
     case QCOW2_EXT_BACKING_FMT:
@@ -114,16 +117,7 @@ qcow2_decode_extension(uint32_t type, const uint8_t *data, uint32_t len,
     case QCOW2_EXT_FEATURES:
         return qcow2_decode_feature_table(data, len, h);
     case QCOW2_EXT_BITMAPS:
-        if (len != 24) {
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                        _("bitmaps_ext: Invalid extension length"));
-            return false;
-        }
-        h->has_bitmaps = true;
-        h->nb_bitmaps = qcow2_be32(data);
-        h->bitmap_directory_size = qcow2_be64(data + 8);
-        h->bitmap_directory_offset = qcow2_be64(data + 16);
-        return true;
+        return vbk_qcow2_bitmaps_ext_decode(data, len, h, error);
     default:
         return true;
     }
@@ -131,8 +125,11 @@ qcow2_decode_extension(uint32_t type, const uint8_t *data, uint32_t len,
 
 /* Walk the extensions in [@start, @end) of cluster 0. */
 static bool
-qcow2_decode_extensions(const uint8_t *buf, uint64_t start, uint64_t end,
-                        VbkQcow2Header *h, GError **error)
+qcow2_decode_extensions(const uint8_t *buf,
+                        uint64_t start,
+                        uint64_t end,
+                        VbkQcow2Header *h,
+                        GError **error)
 {
     uint32_t seen[8];
     size_t nseen = 0;
@@ -145,8 +142,9 @@ qcow2_decode_extensions(const uint8_t *buf, uint64_t start, uint64_t end,
         if (type == QCOW2_EXT_END)
             return true;
         if (len > end - off - 8) {
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                        _("qcow2_read_extension: ERROR: Invalid extension length"));
+            g_set_error(
+                error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                _("qcow2_read_extension: ERROR: Invalid extension length"));
             return false;
         }
         for (size_t i = 0; i < nseen; i++) {
@@ -201,8 +199,12 @@ typedef struct {
 
 /* A table of @len bytes at @off: aligned, inside the file. */
 static bool
-qcow2_check_table(uint64_t off, uint64_t len, uint64_t cs, uint64_t file_size,
-                  const char *what, GError **error)
+qcow2_check_table(uint64_t off,
+                  uint64_t len,
+                  uint64_t cs,
+                  uint64_t file_size,
+                  const char *what,
+                  GError **error)
 {
     if (len == 0)
         return true;
@@ -238,7 +240,9 @@ qcow2_check_overlaps(const QcowRegion *r, size_t n, GError **error)
 }
 
 static bool
-qcow2_check_sizes(VbkQcow2Header *h, uint64_t cs, uint64_t file_size,
+qcow2_check_sizes(VbkQcow2Header *h,
+                  uint64_t cs,
+                  uint64_t file_size,
                   GError **error)
 {
     uint64_t per_l1 = cs / 8 * cs;
@@ -289,18 +293,20 @@ qcow2_check_sizes(VbkQcow2Header *h, uint64_t cs, uint64_t file_size,
 }
 
 static bool
-qcow2_check_tables(VbkQcow2Header *h, uint64_t cs, uint64_t file_size,
+qcow2_check_tables(VbkQcow2Header *h,
+                   uint64_t cs,
+                   uint64_t file_size,
                    GError **error)
 {
     /* a snapshot entry is at least 40 bytes; the table is checked
      * precisely when it is read */
     uint64_t snap_len = (uint64_t) h->nb_snapshots * 40;
     QcowRegion r[] = {
-        { 0, cs, N_("the header") },
-        { h->l1_table_offset, (uint64_t) h->l1_size * 8, N_("L1 table") },
-        { h->refcount_table_offset, (uint64_t) h->refcount_table_clusters * cs,
-          N_("refcount table") },
-        { h->snapshots_offset, snap_len, N_("snapshot table") },
+        {0, cs, N_("the header")},
+        {h->l1_table_offset, (uint64_t) h->l1_size * 8, N_("L1 table")},
+        {h->refcount_table_offset, (uint64_t) h->refcount_table_clusters * cs,
+         N_("refcount table")},
+        {h->snapshots_offset, snap_len, N_("snapshot table")},
     };
 
     if (!qcow2_check_sizes(h, cs, file_size, error))
@@ -332,14 +338,16 @@ qcow2_check_features(VbkQcow2Header *h, GError **error)
     }
     if (h->compression_type != QCOW2_COMPRESSION_ZLIB &&
         !(h->incompatible & QCOW2_INCOMPAT_COMPRESSION)) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("qcow2: Compression type incompatible feature bit must be set"));
+        g_set_error(
+            error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+            _("qcow2: Compression type incompatible feature bit must be set"));
         return false;
     }
     if (h->compression_type == QCOW2_COMPRESSION_ZLIB &&
         (h->incompatible & QCOW2_INCOMPAT_COMPRESSION)) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("qcow2: Compression type incompatible feature bit must not be set"));
+                    _("qcow2: Compression type incompatible feature bit must "
+                      "not be set"));
         return false;
     }
     return true;
@@ -347,7 +355,9 @@ qcow2_check_features(VbkQcow2Header *h, GError **error)
 
 /* Fixed-size fields: version, cluster size, lengths, widths. */
 static bool
-qcow2_check_fixed(const uint8_t *buf, size_t len, VbkQcow2Header *h,
+qcow2_check_fixed(const uint8_t *buf,
+                  size_t len,
+                  VbkQcow2Header *h,
                   GError **error)
 {
     if (len < QCOW2_V2_HEADER_LEN || qcow2_be32(buf) != QCOW2_MAGIC) {
@@ -367,8 +377,8 @@ qcow2_check_fixed(const uint8_t *buf, size_t len, VbkQcow2Header *h,
                     _("Unsupported cluster size: 2^%u"), h->cluster_bits);
         return false;
     }
-    if (h->version >= 3 && (h->header_length < QCOW2_V3_HEADER_LEN ||
-                            len < QCOW2_V3_HEADER_LEN)) {
+    if (h->version >= 3 &&
+        (h->header_length < QCOW2_V3_HEADER_LEN || len < QCOW2_V3_HEADER_LEN)) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("qcow2 header too short"));
         return false;
@@ -381,8 +391,9 @@ qcow2_check_fixed(const uint8_t *buf, size_t len, VbkQcow2Header *h,
     if (h->header_length > QCOW2_V3_HEADER_LEN)
         h->compression_type = buf[104];
     if (h->refcount_order > 6) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("Reference count entry width too large; may not exceed 64 bits"));
+        g_set_error(
+            error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+            _("Reference count entry width too large; may not exceed 64 bits"));
         return false;
     }
     if (h->crypt_method != 0) {
@@ -395,8 +406,11 @@ qcow2_check_fixed(const uint8_t *buf, size_t len, VbkQcow2Header *h,
 
 /* The backing file name, stored in cluster 0 after the extensions. */
 static bool
-qcow2_decode_backing(const uint8_t *buf, size_t len, VbkQcow2Header *h,
-                     uint64_t *ext_end, GError **error)
+qcow2_decode_backing(const uint8_t *buf,
+                     size_t len,
+                     VbkQcow2Header *h,
+                     uint64_t *ext_end,
+                     GError **error)
 {
     uint64_t cs = 1ull << h->cluster_bits;
 
@@ -407,8 +421,8 @@ qcow2_decode_backing(const uint8_t *buf, size_t len, VbkQcow2Header *h,
     }
     if (h->backing_file_offset == 0)
         return true;
-    if (h->backing_file_size > MIN(QCOW2_MAX_BACKING_NAME,
-                                   cs - h->backing_file_offset)) {
+    if (h->backing_file_size >
+        MIN(QCOW2_MAX_BACKING_NAME, cs - h->backing_file_offset)) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("Backing file name too long"));
         return false;
@@ -437,8 +451,11 @@ qcow2_decode_backing(const uint8_t *buf, size_t len, VbkQcow2Header *h,
  * file when shorter) of an image whose file is @file_size bytes.
  */
 bool
-vbk_qcow2_header_decode(const uint8_t *buf, size_t len, uint64_t file_size,
-                        VbkQcow2Header *h, GError **error)
+vbk_qcow2_header_decode(const uint8_t *buf,
+                        size_t len,
+                        uint64_t file_size,
+                        VbkQcow2Header *h,
+                        GError **error)
 {
     uint64_t cs;
     uint64_t ext_end;
@@ -482,11 +499,13 @@ qcow2_put_ext(uint8_t *p, uint32_t type, const void *data, uint32_t len)
 
 /* Encode a fresh header into @buf (cluster_size bytes, zeroed). */
 bool
-vbk_qcow2_header_encode(const VbkQcow2Header *h, uint8_t *buf,
-                        size_t cluster_size, GError **error)
+vbk_qcow2_header_encode(const VbkQcow2Header *h,
+                        uint8_t *buf,
+                        size_t cluster_size,
+                        GError **error)
 {
-    size_t hdr_len = h->version >= 3 ? QCOW2_HEADER_LEN_WRITTEN
-                                     : QCOW2_V2_HEADER_LEN;
+    size_t hdr_len =
+        h->version >= 3 ? QCOW2_HEADER_LEN_WRITTEN : QCOW2_V2_HEADER_LEN;
     size_t need = hdr_len + 8;
     size_t off = hdr_len;
     size_t blen = h->backing_file ? strlen(h->backing_file) : 0;
@@ -522,15 +541,15 @@ vbk_qcow2_header_encode(const VbkQcow2Header *h, uint8_t *buf,
         off += qcow2_put_ext(buf + off, QCOW2_EXT_BACKING_FMT, h->backing_fmt,
                              flen);
     if (with_names) {
-        uint8_t table[48 * G_N_ELEMENTS(qcow2_builtin_features)] = { 0 };
+        uint8_t table[48 * G_N_ELEMENTS(qcow2_builtin_features)] = {0};
         for (size_t i = 0; i < G_N_ELEMENTS(qcow2_builtin_features); i++) {
             table[i * 48] = qcow2_builtin_features[i].type;
             table[i * 48 + 1] = qcow2_builtin_features[i].bit;
             memcpy(table + i * 48 + 2, qcow2_builtin_features[i].name,
                    strlen(qcow2_builtin_features[i].name));
         }
-        off += qcow2_put_ext(buf + off, QCOW2_EXT_FEATURES, table,
-                             sizeof(table));
+        off +=
+            qcow2_put_ext(buf + off, QCOW2_EXT_FEATURES, table, sizeof(table));
     }
     off += 8; /* end marker, already zero */
     if (blen) {

@@ -2,6 +2,10 @@
  * qcow2-io.c: the qcow2 request paths — read, write, write-zeroes,
  * discard and block status.
  *
+ * Locking (see qcow2.h): metadata is looked up and changed under the
+ * state lock; data cluster reads, backing reads and writes in place run
+ * after it is dropped.
+ *
  * Every request walks its range extent by extent, where an extent is a
  * run of clusters inside one L2 table that map the same way (see
  * vbk_qcow2_l2_lookup): e.g. a 1 MiB read over 64 KiB clusters might be
@@ -44,6 +48,7 @@ qcow2_read_backing(VbkBlockNode *bs, uint64_t off, uint64_t len, uint8_t *buf)
             return blen;
         if (off < (uint64_t) blen) {
             n = MIN(len, (uint64_t) blen - off);
+            vbk_block_event(bs->file, VBK_EVENT_READ_BACKING_AIO);
             ret = vbk_block_pread(bs->backing, off, n, buf);
             if (ret < 0)
                 return ret;
@@ -55,8 +60,10 @@ qcow2_read_backing(VbkBlockNode *bs, uint64_t off, uint64_t len, uint8_t *buf)
 
 /* What the guest cluster at @cluster_off, mapped by @entry, reads as. */
 static int
-qcow2_read_old_cluster(VbkBlockNode *bs, uint64_t cluster_off,
-                       uint64_t entry, uint8_t *buf)
+qcow2_read_old_cluster(VbkBlockNode *bs,
+                       uint64_t cluster_off,
+                       uint64_t entry,
+                       uint8_t *buf)
 {
     VbkQcow2State *s = bs->opaque;
 
@@ -74,58 +81,75 @@ qcow2_read_old_cluster(VbkBlockNode *bs, uint64_t cluster_off,
     }
 }
 
+/*
+ * Read one extent at @offset (at most @bytes); *pnum gets its length.
+ * Called with the lock held; returns with it released.  Data clusters
+ * and the backing file are read outside the lock: data clusters under
+ * the data lock as readers, so that they cannot be freed meanwhile.
+ */
 static int
-qcow2_pread_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                   uint8_t *buf)
+qcow2_pread_extent(VbkBlockNode *bs,
+                   uint64_t offset,
+                   uint64_t bytes,
+                   uint8_t *buf,
+                   uint64_t *pnum)
 {
     VbkQcow2State *s = bs->opaque;
+    uint64_t in_cluster = offset & (s->cluster_size - 1);
     g_autofree uint8_t *bounce = NULL;
-    uint64_t entry, n, in_cluster;
-    int ret = 0;
+    uint64_t entry, n;
+    int ret;
 
-    while (bytes > 0) {
-        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
-        if (ret < 0)
-            return ret;
-        in_cluster = offset & (s->cluster_size - 1);
-        switch (vbk_qcow2_entry_type(s, entry)) {
-        case QCOW2_CL_UNALLOCATED:
-            ret = qcow2_read_backing(bs, offset, n, buf);
-            break;
-        case QCOW2_CL_ZERO_PLAIN:
-        case QCOW2_CL_ZERO_ALLOC:
-            memset(buf, 0, n);
-            break;
-        case QCOW2_CL_NORMAL:
-            ret = vbk_block_pread(bs->file,
-                                  (entry & QCOW2_OFFSET_MASK) + in_cluster,
-                                  n, buf);
-            break;
-        case QCOW2_CL_COMPRESSED:
-            if (!bounce && !(bounce = g_try_malloc(s->cluster_size)))
-                return -ENOMEM;
-            ret = vbk_qcow2_read_compressed(bs, entry, bounce);
-            if (ret == 0)
-                memcpy(buf, bounce + in_cluster, n);
-            break;
-        }
-        if (ret < 0)
-            return ret;
-        offset += n;
-        buf += n;
-        bytes -= n;
+    ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+    *pnum = n;
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
     }
-    return 0;
+    switch (vbk_qcow2_entry_type(s, entry)) {
+    case QCOW2_CL_NORMAL:
+        g_rw_lock_reader_lock(&s->data_lock);
+        g_mutex_unlock(&s->lock);
+        vbk_block_event(bs->file, VBK_EVENT_READ_AIO);
+        ret = vbk_block_pread(bs->file,
+                              (entry & QCOW2_OFFSET_MASK) + in_cluster, n, buf);
+        g_rw_lock_reader_unlock(&s->data_lock);
+        return ret;
+    case QCOW2_CL_COMPRESSED:
+        bounce = g_try_malloc(s->cluster_size);
+        ret = bounce ? vbk_qcow2_read_compressed(bs, entry, bounce) : -ENOMEM;
+        if (ret == 0)
+            memcpy(buf, bounce + in_cluster, n);
+        g_mutex_unlock(&s->lock);
+        return ret;
+    case QCOW2_CL_UNALLOCATED:
+        g_mutex_unlock(&s->lock);
+        return qcow2_read_backing(bs, offset, n, buf);
+    default:
+        g_mutex_unlock(&s->lock);
+        memset(buf, 0, n);
+        return 0;
+    }
 }
 
 int
-vbk_qcow2_co_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                   void *buf)
+vbk_qcow2_co_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes, void *buf)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    uint8_t *p = buf;
+    uint64_t n;
+    int ret;
 
-    return qcow2_pread_locked(bs, offset, bytes, buf);
+    while (bytes > 0) {
+        g_mutex_lock(&s->lock);
+        ret = qcow2_pread_extent(bs, offset, bytes, p, &n);
+        if (ret < 0)
+            return ret;
+        offset += n;
+        p += n;
+        bytes -= n;
+    }
+    return 0;
 }
 
 /* Entry of the i-th cluster of an extent that starts with @first. */
@@ -143,17 +167,41 @@ qcow2_extent_entry(VbkQcow2State *s, uint64_t first, uint64_t i)
  * Point the @k clusters from @offset (one extent starting with @first)
  * at @entries, then release what they referenced before.
  */
+static int qcow2_release(VbkBlockNode *bs,
+                         uint64_t k,
+                         uint64_t first,
+                         const uint64_t *entries,
+                         bool unmap);
+
 static int
-qcow2_remap(VbkBlockNode *bs, uint64_t offset, uint64_t k, uint64_t first,
-            const uint64_t *entries, bool unmap)
+qcow2_remap(VbkBlockNode *bs,
+            uint64_t offset,
+            uint64_t k,
+            uint64_t first,
+            const uint64_t *entries,
+            bool unmap)
 {
-    VbkQcow2State *s = bs->opaque;
-    uint64_t rc;
     int ret;
 
     ret = vbk_qcow2_l2_set(bs, offset, k, entries);
     if (ret < 0)
         return ret;
+    return qcow2_release(bs, k, first, entries, unmap);
+}
+
+/* Release what the extent starting with @first referenced before it was
+ * remapped to @entries. */
+static int
+qcow2_release(VbkBlockNode *bs,
+              uint64_t k,
+              uint64_t first,
+              const uint64_t *entries,
+              bool unmap)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t rc;
+    int ret;
+
     for (uint64_t i = 0; i < k; i++) {
         uint64_t old = qcow2_extent_entry(s, first, i);
         uint64_t host = old & QCOW2_OFFSET_MASK;
@@ -173,8 +221,12 @@ qcow2_remap(VbkBlockNode *bs, uint64_t offset, uint64_t k, uint64_t first,
 
 /* Write a partial cluster @i of a new run: old content plus new bytes. */
 static int
-qcow2_write_partial(VbkBlockNode *bs, uint64_t cl_off, uint64_t entry,
-                    uint64_t host, uint64_t offset, uint64_t n,
+qcow2_write_partial(VbkBlockNode *bs,
+                    uint64_t cl_off,
+                    uint64_t entry,
+                    uint64_t host,
+                    uint64_t offset,
+                    uint64_t n,
                     const uint8_t *buf)
 {
     VbkQcow2State *s = bs->opaque;
@@ -185,17 +237,22 @@ qcow2_write_partial(VbkBlockNode *bs, uint64_t cl_off, uint64_t entry,
 
     if (!bounce)
         return -ENOMEM;
+    vbk_block_event(bs->file, VBK_EVENT_COW_READ);
     ret = qcow2_read_old_cluster(bs, cl_off, entry, bounce);
     if (ret < 0)
         return ret;
     memcpy(bounce + (a - cl_off), buf + (a - offset), b - a);
+    vbk_block_event(bs->file, VBK_EVENT_COW_WRITE);
     return vbk_block_pwrite(bs->file, host, s->cluster_size, bounce, 0);
 }
 
 /* Write [offset, offset+n) of one extent into newly allocated clusters. */
 static int
-qcow2_write_new(VbkBlockNode *bs, uint64_t offset, uint64_t n,
-                const uint8_t *buf, uint64_t first)
+qcow2_write_new(VbkBlockNode *bs,
+                uint64_t offset,
+                uint64_t n,
+                const uint8_t *buf,
+                uint64_t first)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -214,14 +271,15 @@ qcow2_write_new(VbkBlockNode *bs, uint64_t offset, uint64_t n,
         return host;
     if (offset != start)
         ret = qcow2_write_partial(bs, start, first, host, offset, n, buf);
-    if (ret == 0 && full_b > full_a)
+    if (ret == 0 && full_b > full_a) {
+        vbk_block_event(bs->file, VBK_EVENT_WRITE_AIO);
         ret = vbk_block_pwrite(bs->file, host + (full_a - start),
                                full_b - full_a, buf + (full_a - offset), 0);
+    }
     if (ret == 0 && full_b < offset + n && (full_b != start || offset == start))
-        ret = qcow2_write_partial(bs, full_b,
-                                  qcow2_extent_entry(s, first,
-                                                     (full_b - start) / cs),
-                                  host + (full_b - start), offset, n, buf);
+        ret = qcow2_write_partial(
+            bs, full_b, qcow2_extent_entry(s, first, (full_b - start) / cs),
+            host + (full_b - start), offset, n, buf);
     if (ret < 0) {
         vbk_qcow2_free_clusters(bs, host, k);
         return ret;
@@ -229,27 +287,49 @@ qcow2_write_new(VbkBlockNode *bs, uint64_t offset, uint64_t n,
     vbk_qcow2_note_file_end(s, host + k * cs);
     for (uint64_t i = 0; i < k; i++)
         entries[i] = (host + i * cs) | QCOW2_OFLAG_COPIED;
-    return qcow2_remap(bs, start, k, first, entries, false);
+    ret = vbk_qcow2_l2_set(bs, start, k, entries);
+    if (ret < 0) {
+        vbk_qcow2_free_clusters(bs, host, k);
+        return ret;
+    }
+    return qcow2_release(bs, k, first, entries, false);
 }
 
-/* Write in place over data clusters that are ours alone. */
-static int
-qcow2_write_in_place(VbkBlockNode *bs, uint64_t offset, uint64_t n,
-                     const uint8_t *buf, uint64_t entry)
+/* Is the in-place target of an extent free of our metadata?  Under the
+ * lock. */
+static bool
+qcow2_in_place_valid(VbkQcow2State *s,
+                     uint64_t offset,
+                     uint64_t n,
+                     uint64_t entry)
 {
-    VbkQcow2State *s = bs->opaque;
     uint64_t in_cluster = offset & (s->cluster_size - 1);
     uint64_t host = entry & QCOW2_OFFSET_MASK;
 
     for (uint64_t c = 0; c < in_cluster + n; c += s->cluster_size) {
         if (!vbk_qcow2_data_offset_valid(s, host + c))
-            return -EIO;
+            return false;
     }
-    return vbk_block_pwrite(bs->file, host + in_cluster, n, buf, 0);
+    return true;
+}
+
+/* Write in place over data clusters that are ours alone (validated). */
+static int
+qcow2_write_in_place(VbkBlockNode *bs,
+                     uint64_t in_cluster,
+                     uint64_t n,
+                     const uint8_t *buf,
+                     uint64_t entry)
+{
+    vbk_block_event(bs->file, VBK_EVENT_WRITE_AIO);
+    return vbk_block_pwrite(bs->file, (entry & QCOW2_OFFSET_MASK) + in_cluster,
+                            n, buf, 0);
 }
 
 static int
-qcow2_pwrite_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+qcow2_pwrite_locked(VbkBlockNode *bs,
+                    uint64_t offset,
+                    uint64_t bytes,
                     const uint8_t *buf)
 {
     VbkQcow2State *s = bs->opaque;
@@ -262,7 +342,10 @@ qcow2_pwrite_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
             return ret;
         if (vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
             (entry & QCOW2_OFLAG_COPIED))
-            ret = qcow2_write_in_place(bs, offset, n, buf, entry);
+            ret = qcow2_in_place_valid(s, offset, n, entry)
+                      ? qcow2_write_in_place(bs, offset & (s->cluster_size - 1),
+                                             n, buf, entry)
+                      : -EIO;
         else
             ret = qcow2_write_new(bs, offset, n, buf, entry);
         if (ret < 0)
@@ -275,14 +358,44 @@ qcow2_pwrite_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
 }
 
 int
-vbk_qcow2_co_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                    const void *buf, VbkRequestFlags flags)
+vbk_qcow2_co_pwrite(VbkBlockNode *bs,
+                    uint64_t offset,
+                    uint64_t bytes,
+                    const void *buf,
+                    VbkRequestFlags flags)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    const uint8_t *p = buf;
+    uint64_t entry, n;
+    int ret;
 
-    /* FUA is handled by the dispatch layer (a flush after the write) */
-    return qcow2_pwrite_locked(bs, offset, bytes, buf);
+    /* FUA is handled by the dispatch layer (a flush after the write).
+     * Writes in place run outside the lock, as reads do. */
+    while (bytes > 0) {
+        g_mutex_lock(&s->lock);
+        ret = vbk_qcow2_l2_lookup(bs, offset, bytes, &entry, &n);
+        if (ret == 0 && vbk_qcow2_entry_type(s, entry) == QCOW2_CL_NORMAL &&
+            (entry & QCOW2_OFLAG_COPIED)) {
+            uint64_t in_cluster = offset & (s->cluster_size - 1);
+            bool valid = qcow2_in_place_valid(s, offset, n, entry);
+
+            g_rw_lock_reader_lock(&s->data_lock);
+            g_mutex_unlock(&s->lock);
+            ret = valid ? qcow2_write_in_place(bs, in_cluster, n, p, entry)
+                        : -EIO;
+            g_rw_lock_reader_unlock(&s->data_lock);
+        } else {
+            if (ret == 0)
+                ret = qcow2_write_new(bs, offset, n, p, entry);
+            g_mutex_unlock(&s->lock);
+        }
+        if (ret < 0)
+            return ret;
+        offset += n;
+        p += n;
+        bytes -= n;
+    }
+    return 0;
 }
 
 /* Does [offset, offset+n) of one extent already read as zeroes? */
@@ -329,8 +442,7 @@ qcow2_write_zero_data(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
 /* New entry that makes a whole cluster read as zeroes, per the rules
  * in the file comment; returns false when nothing needs to change. */
 static bool
-qcow2_zero_entry(VbkBlockNode *bs, uint64_t old, bool may_unmap,
-                 uint64_t *out)
+qcow2_zero_entry(VbkBlockNode *bs, uint64_t old, bool may_unmap, uint64_t *out)
 {
     VbkQcow2State *s = bs->opaque;
     VbkQcow2ClusterType t = vbk_qcow2_entry_type(s, old);
@@ -351,8 +463,11 @@ qcow2_zero_entry(VbkBlockNode *bs, uint64_t old, bool may_unmap,
 
 /* Zero the whole clusters of one extent [offset, offset+n). */
 static int
-qcow2_zero_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n,
-                    uint64_t entry, bool may_unmap)
+qcow2_zero_clusters(VbkBlockNode *bs,
+                    uint64_t offset,
+                    uint64_t n,
+                    uint64_t entry,
+                    bool may_unmap)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t k = n >> s->cluster_bits;
@@ -389,8 +504,10 @@ qcow2_whole_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
 }
 
 int
-vbk_qcow2_zeroes_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                    VbkRequestFlags flags)
+vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
+                        uint64_t offset,
+                        uint64_t bytes,
+                        VbkRequestFlags flags)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -424,7 +541,9 @@ vbk_qcow2_zeroes_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
 }
 
 int
-vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs,
+                           uint64_t offset,
+                           uint64_t bytes,
                            VbkRequestFlags flags)
 {
     VbkQcow2State *s = bs->opaque;
@@ -435,12 +554,14 @@ vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
 
 /* Discard the whole clusters of one extent. */
 static int
-qcow2_discard_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t k,
+qcow2_discard_clusters(VbkBlockNode *bs,
+                       uint64_t offset,
+                       uint64_t k,
                        uint64_t entry)
 {
     VbkQcow2State *s = bs->opaque;
-    uint64_t target = (s->hdr.version >= 3 && bs->backing) ? QCOW2_OFLAG_ZERO
-                                                           : 0;
+    uint64_t target =
+        (s->hdr.version >= 3 && bs->backing) ? QCOW2_OFLAG_ZERO : 0;
     g_autofree uint64_t *entries = g_try_new(uint64_t, k);
     bool change = false;
 
@@ -482,8 +603,12 @@ vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
 }
 
 int
-vbk_qcow2_co_block_status(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                          uint64_t *pnum, uint64_t *map, VbkBlockNode **file)
+vbk_qcow2_co_block_status(VbkBlockNode *bs,
+                          uint64_t offset,
+                          uint64_t bytes,
+                          uint64_t *pnum,
+                          uint64_t *map,
+                          VbkBlockNode **file)
 {
     VbkQcow2State *s = bs->opaque;
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);

@@ -31,7 +31,7 @@ typedef struct {
     VbkBlockNode *bs;
     VbkQcow2State *s;
     uint32_t *counts;
-    uint64_t nb;      /* clusters in the file */
+    uint64_t nb; /* clusters in the file */
     GError **error;
 } QcowRebuild;
 
@@ -39,14 +39,14 @@ static bool
 rebuild_fail(QcowRebuild *r, const char *what, uint64_t offset)
 {
     g_set_error(r->error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                _("qcow2: cannot repair refcounts: %1$s at offset 0x%2$" G_GINT64_MODIFIER "x is invalid"),
+                _("qcow2: cannot repair refcounts: %1$s at offset "
+                  "0x%2$" G_GINT64_MODIFIER "x is invalid"),
                 what, offset);
     return false;
 }
 
 static bool
-rebuild_count(QcowRebuild *r, uint64_t offset, uint64_t bytes,
-              const char *what)
+rebuild_count(QcowRebuild *r, uint64_t offset, uint64_t bytes, const char *what)
 {
     uint64_t first = offset >> r->s->cluster_bits;
     uint64_t last = (offset + bytes - 1) >> r->s->cluster_bits;
@@ -69,8 +69,8 @@ rebuild_read(QcowRebuild *r, uint64_t offset, uint64_t len, uint8_t *buf)
     int ret = vbk_block_pread(r->bs->file, offset, len, buf);
 
     if (ret < 0) {
-        g_set_error(r->error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
-                    "%s", g_strerror(-ret));
+        g_set_error(r->error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO, "%s",
+                    g_strerror(-ret));
         return false;
     }
     return true;
@@ -156,8 +156,7 @@ rebuild_snapshots(QcowRebuild *r)
         pos += 40 + qcow2_be32(e + 36) + ((e[12] << 8) | e[13]) +
                ((e[14] << 8) | e[15]);
         pos = (pos + 7) & ~7ull;
-        if (pos > table_len ||
-            !rebuild_l1(r, qcow2_be64(e), qcow2_be32(e + 8)))
+        if (pos > table_len || !rebuild_l1(r, qcow2_be64(e), qcow2_be32(e + 8)))
             return rebuild_fail(r, "snapshot table", off);
     }
     return rebuild_count(r, off, pos, "snapshot table");
@@ -212,8 +211,12 @@ rebuild_bitmaps(QcowRebuild *r)
 
 /* Lay out the new structures at cluster @p; see the file comment. */
 static void
-rebuild_layout(QcowRebuild *r, const bool *used, uint64_t nused, uint64_t p,
-               uint64_t *nrb, uint64_t *nrt)
+rebuild_layout(QcowRebuild *r,
+               const bool *used,
+               uint64_t nused,
+               uint64_t p,
+               uint64_t *nrb,
+               uint64_t *nrt)
 {
     VbkQcow2State *s = r->s;
     uint64_t per_cluster = s->cluster_size / 8;
@@ -236,8 +239,8 @@ rebuild_layout(QcowRebuild *r, const bool *used, uint64_t nused, uint64_t p,
 }
 
 static int
-rebuild_write(QcowRebuild *r, uint64_t p, uint64_t nrb, uint64_t nrt,
-              uint64_t *table)
+rebuild_write(
+    QcowRebuild *r, uint64_t p, uint64_t nrb, uint64_t nrt, uint64_t *table)
 {
     VbkQcow2State *s = r->s;
     g_autofree uint8_t *rb = g_malloc(s->cluster_size);
@@ -331,13 +334,13 @@ vbk_qcow2_rebuild_refcounts(VbkBlockNode *bs, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
     g_autofree uint32_t *counts = NULL;
-    QcowRebuild r = { bs, s, NULL, 0, error };
+    QcowRebuild r = {bs, s, NULL, 0, error};
 
     r.nb = (s->file_size + s->cluster_size - 1) >> s->cluster_bits;
     counts = g_try_new0(uint32_t, r.nb + 1);
     if (!counts) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_FAILED,
-                    "%s", g_strerror(ENOMEM));
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_FAILED, "%s",
+                    g_strerror(ENOMEM));
         return false;
     }
     r.counts = counts;

@@ -17,7 +17,7 @@
  *    if f is in the range of the new block, the block counts itself;
  *    otherwise f is counted by the (existing) block of its own range;
  *  - an index past the table grows the table: new blocks and the new
- *    table are laid out together right after everything covered so far,
+ *    table are laid out together at the first cluster not covered yet,
  *    the new blocks count themselves and the new table, the header is
  *    switched over and the old table freed.
  * Either way the scan restarts, so the run it finally returns is covered
@@ -63,7 +63,9 @@ vbk_qcow2_rb_set(VbkQcow2State *s, uint8_t *rb, uint64_t i, uint64_t v)
 
 /* Byte range of entry @i inside a refcount block. */
 static void
-qcow2_rb_entry_range(VbkQcow2State *s, uint64_t i, uint64_t *start,
+qcow2_rb_entry_range(VbkQcow2State *s,
+                     uint64_t i,
+                     uint64_t *start,
                      uint64_t *len)
 {
     *start = i * s->refcount_bits / 8;
@@ -74,19 +76,21 @@ bool
 vbk_qcow2_refcount_load(VbkBlockNode *bs, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
-    uint64_t bytes = (uint64_t) s->hdr.refcount_table_clusters * s->cluster_size;
+    uint64_t bytes =
+        (uint64_t) s->hdr.refcount_table_clusters * s->cluster_size;
     g_autofree uint8_t *buf = g_try_malloc(bytes);
     int ret;
 
     if (!buf) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_FAILED,
-                    "%s", g_strerror(ENOMEM));
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_FAILED, "%s",
+                    g_strerror(ENOMEM));
         return false;
     }
+    vbk_block_event(bs->file, VBK_EVENT_REFTABLE_LOAD);
     ret = vbk_block_pread(bs->file, s->hdr.refcount_table_offset, bytes, buf);
     if (ret < 0) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
-                    "%s", g_strerror(-ret));
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO, "%s",
+                    g_strerror(-ret));
         return false;
     }
     g_free(s->reftable);
@@ -132,25 +136,52 @@ vbk_qcow2_get_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t *refcount)
     return 0;
 }
 
-/* Set the refcount of @cluster, whose block must exist. */
+/*
+ * Set the refcount of @n clusters from @cluster to @value; their blocks
+ * must exist.  One write per refcount block touched.
+ */
+static int
+qcow2_set_refcounts(VbkBlockNode *bs,
+                    uint64_t cluster,
+                    uint64_t n,
+                    uint64_t value)
+{
+    VbkQcow2State *s = bs->opaque;
+
+    while (n > 0) {
+        int64_t off = qcow2_refblock_offset(s, cluster >> s->rb_bits);
+        uint64_t i = cluster & (s->rb_entries - 1);
+        uint64_t k = MIN(n, s->rb_entries - i);
+        uint64_t start, len, last_start, last_len;
+        uint8_t *rb;
+        int ret;
+
+        if (off <= 0)
+            return -EIO;
+        ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, false, &rb);
+        if (ret < 0)
+            return ret;
+        for (uint64_t j = 0; j < k; j++)
+            vbk_qcow2_rb_set(s, rb, i + j, value);
+        qcow2_rb_entry_range(s, i, &start, &len);
+        qcow2_rb_entry_range(s, i + k - 1, &last_start, &last_len);
+        vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_UPDATE_PART);
+        ret = vbk_qcow2_meta_write(bs, off, rb, start,
+                                   last_start + last_len - start);
+        if (ret < 0) { /* the cached block no longer matches the disk */
+            vbk_qcow2_cache_drop(s->rb_cache, off);
+            return ret;
+        }
+        cluster += k;
+        n -= k;
+    }
+    return 0;
+}
+
 static int
 qcow2_set_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t value)
 {
-    VbkQcow2State *s = bs->opaque;
-    int64_t off = qcow2_refblock_offset(s, cluster >> s->rb_bits);
-    uint64_t i = cluster & (s->rb_entries - 1);
-    uint64_t start, len;
-    uint8_t *rb;
-    int ret;
-
-    if (off <= 0)
-        return -EIO;
-    ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, false, &rb);
-    if (ret < 0)
-        return ret;
-    vbk_qcow2_rb_set(s, rb, i, value);
-    qcow2_rb_entry_range(s, i, &start, &len);
-    return vbk_qcow2_meta_write(bs, off, rb, start, len);
+    return qcow2_set_refcounts(bs, cluster, 1, value);
 }
 
 /* Write reftable entries [first, first+n) from memory to the image. */
@@ -159,7 +190,8 @@ qcow2_reftable_write(VbkBlockNode *bs, uint64_t first, uint64_t n)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t start = (first * 8) & ~511ull;
-    uint64_t end = MIN((first + n) * 8 + 511, s->reftable_entries * 8) & ~511ull;
+    uint64_t end =
+        MIN((first + n) * 8 + 511, s->reftable_entries * 8) & ~511ull;
     g_autofree uint8_t *buf = NULL;
 
     if (end <= start)
@@ -218,6 +250,8 @@ qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
     off = f * s->cluster_size;
     if (!vbk_qcow2_data_offset_valid(s, off))
         return -EIO;
+    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC);
+
     if (idx != fidx && (ret = qcow2_set_refcount(bs, f, 1)) < 0)
         return ret;
     ret = vbk_qcow2_cache_get(bs, s->rb_cache, off, true, &rb);
@@ -225,6 +259,7 @@ qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
         return ret;
     if (idx == fidx)
         vbk_qcow2_rb_set(s, rb, f & (s->rb_entries - 1), 1);
+    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_WRITE);
     ret = vbk_qcow2_meta_write(bs, off, rb, 0, s->cluster_size);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
@@ -233,6 +268,7 @@ qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
         return ret;
     }
     s->reftable[idx] = off;
+    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_HOOKUP);
     return qcow2_reftable_write(bs, idx, 1);
 }
 
@@ -241,8 +277,12 @@ qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
  * @p so that everything covers itself; see the file comment.
  */
 static void
-qcow2_reftable_layout(VbkQcow2State *s, uint64_t p, uint64_t need,
-                      uint64_t *nrb, uint64_t *nrt, uint64_t *entries)
+qcow2_reftable_layout(VbkQcow2State *s,
+                      uint64_t p,
+                      uint64_t need,
+                      uint64_t *nrb,
+                      uint64_t *nrt,
+                      uint64_t *entries)
 {
     uint64_t per_cluster = s->cluster_size / 8;
     uint64_t first = p >> s->rb_bits;
@@ -263,8 +303,11 @@ qcow2_reftable_layout(VbkQcow2State *s, uint64_t p, uint64_t need,
 }
 
 static int
-qcow2_reftable_switch(VbkBlockNode *bs, uint64_t new_off, uint64_t nrt,
-                      uint64_t *table, uint64_t entries)
+qcow2_reftable_switch(VbkBlockNode *bs,
+                      uint64_t new_off,
+                      uint64_t nrt,
+                      uint64_t *table,
+                      uint64_t entries)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t old_off = s->hdr.refcount_table_offset;
@@ -275,6 +318,7 @@ qcow2_reftable_switch(VbkBlockNode *bs, uint64_t new_off, uint64_t nrt,
 
     for (uint64_t i = 0; i < entries; i++)
         qcow2_table_set(buf, i, table[i]);
+    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_WRITE_TABLE);
     ret = vbk_block_pwrite(bs->file, new_off, nrt * s->cluster_size, buf, 0);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
@@ -283,6 +327,7 @@ qcow2_reftable_switch(VbkBlockNode *bs, uint64_t new_off, uint64_t nrt,
     vbk_qcow2_note_file_end(s, new_off + nrt * s->cluster_size);
     qcow2_put_be64(hdr, new_off);
     qcow2_put_be32(hdr + 8, nrt);
+    vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_SWITCH_TABLE);
     ret = vbk_qcow2_header_patch(bs, 48, hdr, 12);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
@@ -301,13 +346,15 @@ static int
 qcow2_reftable_grow(VbkBlockNode *bs, uint64_t need)
 {
     VbkQcow2State *s = bs->opaque;
-    uint64_t file_clusters = (s->file_size + s->cluster_size - 1) >> s->cluster_bits;
-    uint64_t p = MAX(s->reftable_entries << s->rb_bits, file_clusters);
+    /* everything in use is covered, so the first uncovered cluster and
+     * all after it are free (even when the file extends past them) */
+    uint64_t p = s->reftable_entries << s->rb_bits;
     uint64_t nrb, nrt, entries, first = p >> s->rb_bits;
     g_autofree uint64_t *table = NULL;
     uint8_t *rb;
     int ret;
 
+    vbk_block_event(bs->file, VBK_EVENT_REFTABLE_GROW);
     need = MAX(need, s->reftable_entries + s->reftable_entries / 2);
     qcow2_reftable_layout(s, p, need, &nrb, &nrt, &entries);
     if (nrt * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES)
@@ -326,6 +373,7 @@ qcow2_reftable_grow(VbkBlockNode *bs, uint64_t need)
             if ((c >> s->rb_bits) == idx)
                 vbk_qcow2_rb_set(s, rb, c & (s->rb_entries - 1), 1);
         }
+        vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_WRITE_BLOCKS);
         ret = vbk_block_pwrite(bs->file, off, s->cluster_size, rb, 0);
         if (ret < 0)
             return ret;
@@ -392,19 +440,18 @@ vbk_qcow2_alloc_clusters(VbkBlockNode *bs, uint64_t n)
     } while (ret > 0);
     if ((start + n) * s->cluster_size > QCOW2_OFFSET_MASK)
         return -EFBIG;
-    for (uint64_t i = 0; i < n; i++) {
-        ret = qcow2_set_refcount(bs, start + i, 1);
-        if (ret < 0)
-            return ret;
-    }
+    vbk_block_event(bs->file, VBK_EVENT_CLUSTER_ALLOC);
+
+    ret = qcow2_set_refcounts(bs, start, n, 1);
+    if (ret < 0)
+        return ret;
     if (s->free_hint == start)
         s->free_hint = start + n;
     return (int64_t) (start * s->cluster_size);
 }
 
-/* Drop one reference of each of @n clusters at @offset. */
-int
-vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
+static int
+qcow2_free_clusters_locked(VbkBlockNode *bs, uint64_t offset, uint64_t n)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t first = offset >> s->cluster_bits;
@@ -429,9 +476,29 @@ vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
     return 0;
 }
 
+/*
+ * Drop one reference of each of @n clusters at @offset.  Waits for the
+ * data reads and writes running outside the lock (see qcow2-io.c): once
+ * freed, a cluster may be handed out again.
+ */
+int
+vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
+{
+    VbkQcow2State *s = bs->opaque;
+    int ret;
+
+    vbk_block_event(bs->file, VBK_EVENT_CLUSTER_FREE);
+    g_rw_lock_writer_lock(&s->data_lock);
+    ret = qcow2_free_clusters_locked(bs, offset, n);
+    g_rw_lock_writer_unlock(&s->data_lock);
+    return ret;
+}
+
 void
-vbk_qcow2_compressed_range(VbkQcow2State *s, uint64_t entry,
-                           uint64_t *coffset, uint64_t *csize)
+vbk_qcow2_compressed_range(VbkQcow2State *s,
+                           uint64_t entry,
+                           uint64_t *coffset,
+                           uint64_t *csize)
 {
     uint64_t sectors = ((entry >> s->csize_shift) & s->csize_mask) + 1;
 

@@ -21,12 +21,13 @@
  * the same layout as qemu-img).
  */
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 
 #include <errno.h>
 #include <glib/gi18n-lib.h>
 #include <string.h>
 
-static const char *const qcow2_options[] = { NULL };
+static const char *const qcow2_options[] = {NULL};
 
 static bool
 qcow2_set_io_error(GError **error, int ret, const char *what)
@@ -50,8 +51,8 @@ qcow2_state_init(VbkQcow2State *s)
     s->refcount_bits = 1u << h->refcount_order;
     s->rb_bits = h->cluster_bits + 3 - h->refcount_order;
     s->rb_entries = 1ull << s->rb_bits;
-    s->refcount_max = h->refcount_order == 6 ? UINT64_MAX
-                                             : (1ull << s->refcount_bits) - 1;
+    s->refcount_max =
+        h->refcount_order == 6 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
     s->csize_shift = 62 - (h->cluster_bits - 8);
     s->csize_mask = (1ull << (h->cluster_bits - 8)) - 1;
     s->coffset_mask = (1ull << s->csize_shift) - 1;
@@ -73,9 +74,10 @@ qcow2_load_l1(VbkBlockNode *bs, GError **error)
     s->l1 = g_try_new0(uint64_t, s->l1_size + 1);
     buf = g_try_malloc(bytes + 1);
     if (!s->l1 || !buf)
-        return qcow2_set_io_error(error, -ENOMEM, _("Could not read the L1 table"));
-    if (bytes && (ret = vbk_block_pread(bs->file, s->hdr.l1_table_offset,
-                                        bytes, buf)) < 0)
+        return qcow2_set_io_error(error, -ENOMEM,
+                                  _("Could not read the L1 table"));
+    if (bytes && (ret = vbk_block_pread(bs->file, s->hdr.l1_table_offset, bytes,
+                                        buf)) < 0)
         return qcow2_set_io_error(error, ret, _("Could not read the L1 table"));
     for (uint32_t i = 0; i < s->l1_size; i++)
         s->l1[i] = qcow2_table_get(buf, i);
@@ -98,13 +100,15 @@ qcow2_open_rw_fixups(VbkBlockNode *bs, GError **error)
         if (ret >= 0)
             ret = vbk_block_flush(bs->file);
         if (ret < 0)
-            return qcow2_set_io_error(error, ret, _("Could not clear the dirty bit"));
+            return qcow2_set_io_error(error, ret,
+                                      _("Could not clear the dirty bit"));
     }
     if (s->hdr.version >= 3 && (s->hdr.autoclear & ~known_autoclear)) {
         s->hdr.autoclear &= known_autoclear;
         ret = vbk_qcow2_header_write_u64(bs, 88, s->hdr.autoclear);
         if (ret < 0)
-            return qcow2_set_io_error(error, ret, _("Could not update the header"));
+            return qcow2_set_io_error(error, ret,
+                                      _("Could not update the header"));
     }
     return true;
 }
@@ -120,13 +124,15 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
     int ret;
 
     if (len < 0)
-        return qcow2_set_io_error(error, len, _("Could not read the image size"));
+        return qcow2_set_io_error(error, len,
+                                  _("Could not read the image size"));
     s->file_size = len;
     want = MIN((uint64_t) len, 1u << QCOW2_MAX_CLUSTER_BITS);
-    buf = g_malloc0(MAX(want, QCOW2_V2_HEADER_LEN));
+    /* a file shorter than the header reads as zero-padded, as in QEMU */
+    buf = g_malloc0(MAX(want, 512));
     if (want && (ret = vbk_block_pread(bs->file, 0, want, buf)) < 0)
         return qcow2_set_io_error(error, ret, _("Could not read the header"));
-    if (!vbk_qcow2_header_decode(buf, want, len, &s->hdr, error))
+    if (!vbk_qcow2_header_decode(buf, MAX(want, 512), len, &s->hdr, error))
         return false;
     s->writable = !bs->read_only;
     if (s->writable && (s->hdr.incompatible & QCOW2_INCOMPAT_CORRUPT)) {
@@ -145,6 +151,7 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
 static void
 qcow2_state_free(VbkQcow2State *s)
 {
+    vbk_qcow2_bitmaps_free(s);
     vbk_qcow2_cache_free(s->l2_cache);
     vbk_qcow2_cache_free(s->rb_cache);
     s->l2_cache = s->rb_cache = NULL;
@@ -159,19 +166,24 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     VbkQcow2State *s = bs->opaque;
 
     g_mutex_init(&s->lock);
-    if (!vbk_block_open_file_child(bs, opts, true, error))
-        return false;
-    if (!qcow2_open_image(bs, error))
+    g_rw_lock_init(&s->data_lock);
+    if (!vbk_block_open_file_child(bs, opts, true, error) ||
+        !qcow2_open_image(bs, error))
         goto fail;
     g_free(bs->backing_filename);
     bs->backing_filename = g_strdup(s->hdr.backing_file);
     if (!vbk_block_open_backing(bs, opts, s->hdr.backing_file,
                                 s->hdr.backing_fmt, error))
         goto fail;
+    /* last: loading marks the bitmaps in_use on disk */
+    if (!vbk_qcow2_bitmaps_load(bs, error))
+        goto fail;
     return true;
 
 fail:
     qcow2_state_free(s);
+    g_mutex_clear(&s->lock);
+    g_rw_lock_clear(&s->data_lock);
     return false;
 }
 
@@ -179,11 +191,16 @@ static void
 qcow2_close(VbkBlockNode *bs)
 {
     VbkQcow2State *s = bs->opaque;
+    g_autoptr(GError) err = NULL;
 
-    if (s->l2_cache && s->writable && bs->file)
+    if (s->l2_cache && s->writable && bs->file) {
+        if (!vbk_qcow2_bitmaps_store(bs, &err))
+            g_printerr("%s\n", err->message);
         vbk_block_flush(bs->file);
+    }
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
+    g_rw_lock_clear(&s->data_lock);
 }
 
 /* Grow the virtual size to @size (caller holds the lock). */
@@ -193,6 +210,7 @@ qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
     VbkQcow2State *s = bs->opaque;
     uint64_t per_l1 = s->cluster_size * s->l2_entries;
     uint64_t old = s->hdr.size;
+    int64_t blen;
     int ret;
 
     if (!vbk_qcow2_grow_l1(bs, (size + per_l1 - 1) / per_l1, error))
@@ -203,11 +221,14 @@ qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
     if (ret < 0)
         return qcow2_set_io_error(error, ret, _("Could not update the header"));
     s->hdr.size = size;
-    /* the grown part must not show what the backing file has there */
-    if (bs->backing && size > old) {
+    /* the grown part must not show what the backing file has there
+     * (as QEMU: only when the backing file reaches past the old end) */
+    blen = bs->backing ? vbk_block_node_getlength(bs->backing) : 0;
+    if (blen > 0 && (uint64_t) blen > old && size > old) {
         ret = vbk_qcow2_zeroes_locked(bs, old, size - old, VBK_REQ_MAY_UNMAP);
         if (ret < 0)
-            return qcow2_set_io_error(error, ret, _("Could not zero the new area"));
+            return qcow2_set_io_error(error, ret,
+                                      _("Could not zero the new area"));
     }
     return true;
 }
@@ -216,13 +237,17 @@ static bool
 qcow2_truncate(VbkBlockNode *bs, uint64_t size, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    g_autoptr(GMutexLocker) locker = NULL;
 
     if (size & 511) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
                     _("The new size must be a multiple of 512"));
         return false;
     }
+    /* the bitmap lock comes before the driver lock */
+    if (!vbk_qcow2_bitmaps_truncate_check(bs, error))
+        return false;
+    locker = g_mutex_locker_new(&s->lock);
     if (size < s->hdr.size) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
                     _("qcow2 doesn't support shrinking images yet"));
@@ -292,13 +317,18 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .truncate = qcow2_truncate,
     .format_info = qcow2_format_info,
     .cluster_size = qcow2_cluster_size,
+    .can_store_new_bitmap = vbk_qcow2_can_store_new_bitmap,
+    .remove_persistent_bitmap = vbk_qcow2_remove_persistent_bitmap,
 };
 
 /* ---- blockdev-create ------------------------------------------------ */
 
 static bool
-qcow2_create_check(const VbkQcow2CreateOptions *o, uint32_t cs, int version,
-                   int refbits, GError **error)
+qcow2_create_check(const VbkQcow2CreateOptions *o,
+                   uint32_t cs,
+                   int version,
+                   int refbits,
+                   GError **error)
 {
     const char *msg = NULL;
 
@@ -307,13 +337,17 @@ qcow2_create_check(const VbkQcow2CreateOptions *o, uint32_t cs, int version,
     else if (version != 2 && version != 3)
         msg = _("Invalid compatibility level");
     else if (refbits < 1 || refbits > 64 || (refbits & (refbits - 1)))
-        msg = _("Refcount width must be a power of two and may not exceed 64 bits");
+        msg = _(
+            "Refcount width must be a power of two and may not exceed 64 bits");
     else if (version < 3 && refbits != 16)
-        msg = _("Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
+        msg = _("Different refcount widths than 16 bits require compatibility "
+                "level 1.1 or above (use compat=1.1 or greater)");
     else if (version < 3 && o->lazy_refcounts)
-        msg = _("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
+        msg = _("Lazy refcounts only supported with compatibility level 1.1 "
+                "and above (use compat=1.1 or greater)");
     else if (version < 3 && o->zstd)
-        msg = _("Compression type selection is only supported with compatibility level 1.1 and above");
+        msg = _("Compression type selection is only supported with "
+                "compatibility level 1.1 and above");
     else if (o->backing_fmt && !o->backing_file)
         msg = _("Backing format cannot be used without backing file");
     else if (o->size & 511)
@@ -328,12 +362,15 @@ qcow2_create_check(const VbkQcow2CreateOptions *o, uint32_t cs, int version,
 
 /* Header, refcount table and one refcount block (clusters 0-2). */
 static bool
-qcow2_create_write_initial(VbkBlockNode *file, const VbkQcow2CreateOptions *o,
-                           uint32_t cs, int version, int refbits,
+qcow2_create_write_initial(VbkBlockNode *file,
+                           const VbkQcow2CreateOptions *o,
+                           uint32_t cs,
+                           int version,
+                           int refbits,
                            GError **error)
 {
-    VbkQcow2Header h = { 0 };
-    VbkQcow2State tmp = { 0 };
+    VbkQcow2Header h = {0};
+    VbkQcow2State tmp = {0};
     g_autofree uint8_t *buf = g_malloc0(3 * (size_t) cs);
     int ret;
 
@@ -344,8 +381,8 @@ qcow2_create_write_initial(VbkBlockNode *file, const VbkQcow2CreateOptions *o,
     h.refcount_order = g_bit_nth_lsf(refbits, -1);
     h.compatible = o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0;
     h.incompatible = o->zstd ? QCOW2_INCOMPAT_COMPRESSION : 0;
-    h.compression_type = o->zstd ? QCOW2_COMPRESSION_ZSTD
-                                 : QCOW2_COMPRESSION_ZLIB;
+    h.compression_type =
+        o->zstd ? QCOW2_COMPRESSION_ZSTD : QCOW2_COMPRESSION_ZLIB;
     h.backing_file = (char *) o->backing_file;
     h.backing_fmt = (char *) o->backing_fmt;
     if (!vbk_qcow2_header_encode(&h, buf, cs, error))
@@ -363,14 +400,15 @@ qcow2_create_write_initial(VbkBlockNode *file, const VbkQcow2CreateOptions *o,
 }
 
 bool
-vbk_qcow2_create(VbkBlockNode *file, const VbkQcow2CreateOptions *opts,
+vbk_qcow2_create(VbkBlockNode *file,
+                 const VbkQcow2CreateOptions *opts,
                  GError **error)
 {
     uint32_t cs = opts->cluster_size ? opts->cluster_size : 65536;
     int version = opts->version ? opts->version : 3;
     int refbits = opts->refcount_bits ? opts->refcount_bits : 16;
-    VbkQcow2State s = { 0 };
-    VbkBlockNode bs = { 0 };
+    VbkQcow2State s = {0};
+    VbkBlockNode bs = {0};
     bool ok;
 
     g_return_val_if_fail(error == NULL || *error == NULL, false);
@@ -385,11 +423,13 @@ vbk_qcow2_create(VbkBlockNode *file, const VbkQcow2CreateOptions *opts,
     bs.opaque = &s;
     bs.file = file;
     g_mutex_init(&s.lock);
+    g_rw_lock_init(&s.data_lock);
     ok = qcow2_open_image(&bs, error) &&
          (opts->size == 0 || qcow2_grow(&bs, opts->size, error));
     if (ok && vbk_block_flush(file) < 0)
         ok = qcow2_set_io_error(error, -EIO, _("Could not write the image"));
     qcow2_state_free(&s);
     g_mutex_clear(&s.lock);
+    g_rw_lock_clear(&s.data_lock);
     return ok;
 }

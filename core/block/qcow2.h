@@ -12,7 +12,12 @@
  *   qcow2.c          the driver table: open, close, create, grow, info
  *
  * Locking: VbkQcow2State.lock guards every field below and all metadata
- * on disk; request entry points hold it for the whole request.  Metadata
+ * on disk; request entry points hold it while they look up or change
+ * metadata.  Reads of data clusters, of the backing file, and writes in
+ * place over data clusters run outside it; data_lock (held as reader
+ * around them, as writer while clusters are freed) keeps a cluster from
+ * being freed and reused under such an access.  Lock order: lock, then
+ * data_lock.  Metadata
  * updates are written through to the file at once (refcounts before the
  * L2 entries that depend on them, L2 entries before freeing), so a crash
  * can leak clusters but never corrupt the image.
@@ -23,47 +28,47 @@
 
 G_BEGIN_DECLS
 
-#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MAGIC                0x514649fbu
 
 #define QCOW2_INCOMPAT_DIRTY       (1ull << 0)
 #define QCOW2_INCOMPAT_CORRUPT     (1ull << 1)
 #define QCOW2_INCOMPAT_DATA_FILE   (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2       (1ull << 4)
-#define QCOW2_INCOMPAT_SUPPORTED \
+#define QCOW2_INCOMPAT_SUPPORTED                                               \
     (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
 #define QCOW2_AUTOCLEAR_BITMAPS     (1ull << 0)
 #define QCOW2_AUTOCLEAR_RAW_DATA    (1ull << 1)
 
-#define QCOW2_EXT_END         0x00000000u
-#define QCOW2_EXT_BACKING_FMT 0xe2792acau
-#define QCOW2_EXT_FEATURES    0x6803f857u
-#define QCOW2_EXT_BITMAPS     0x23852875u
-#define QCOW2_EXT_CRYPTO      0x0537be77u
-#define QCOW2_EXT_DATA_FILE   0x44415441u
+#define QCOW2_EXT_END               0x00000000u
+#define QCOW2_EXT_BACKING_FMT       0xe2792acau
+#define QCOW2_EXT_FEATURES          0x6803f857u
+#define QCOW2_EXT_BITMAPS           0x23852875u
+#define QCOW2_EXT_CRYPTO            0x0537be77u
+#define QCOW2_EXT_DATA_FILE         0x44415441u
 
-#define QCOW2_COMPRESSION_ZLIB 0
-#define QCOW2_COMPRESSION_ZSTD 1
+#define QCOW2_COMPRESSION_ZLIB      0
+#define QCOW2_COMPRESSION_ZSTD      1
 
-#define QCOW2_OFLAG_COPIED     (1ull << 63)
-#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
-#define QCOW2_OFLAG_ZERO       (1ull << 0)
-#define QCOW2_OFFSET_MASK      0x00fffffffffffe00ull
+#define QCOW2_OFLAG_COPIED          (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED      (1ull << 62)
+#define QCOW2_OFLAG_ZERO            (1ull << 0)
+#define QCOW2_OFFSET_MASK           0x00fffffffffffe00ull
 
-#define QCOW2_V2_HEADER_LEN 72
-#define QCOW2_V3_HEADER_LEN 104
-#define QCOW2_HEADER_LEN_WRITTEN 112
-#define QCOW2_MIN_CLUSTER_BITS 9
-#define QCOW2_MAX_CLUSTER_BITS 21
-#define QCOW2_MAX_L1_BYTES (32u * 1024 * 1024)
-#define QCOW2_MAX_REFTABLE_BYTES (8u * 1024 * 1024)
-#define QCOW2_MAX_SNAPSHOTS 65536
-#define QCOW2_MAX_BACKING_NAME 1023
-#define QCOW2_FEATURE_NAME_LEN 46
+#define QCOW2_V2_HEADER_LEN         72
+#define QCOW2_V3_HEADER_LEN         104
+#define QCOW2_HEADER_LEN_WRITTEN    112
+#define QCOW2_MIN_CLUSTER_BITS      9
+#define QCOW2_MAX_CLUSTER_BITS      21
+#define QCOW2_MAX_L1_BYTES          (32u * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES    (8u * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS         65536
+#define QCOW2_MAX_BACKING_NAME      1023
+#define QCOW2_FEATURE_NAME_LEN      46
 
 typedef struct {
-    uint8_t type;  /* 0 incompatible, 1 compatible, 2 autoclear */
+    uint8_t type; /* 0 incompatible, 1 compatible, 2 autoclear */
     uint8_t bit;
     char name[QCOW2_FEATURE_NAME_LEN + 1];
 } VbkQcow2FeatureName;
@@ -92,16 +97,18 @@ typedef struct {
     char *backing_fmt;             /* NULL when no extension */
     VbkQcow2FeatureName *features; /* from the image's name table */
     size_t n_features;
-    bool has_bitmaps;              /* bitmaps extension present */
+    bool has_bitmaps; /* bitmaps extension present */
     uint32_t nb_bitmaps;
     uint64_t bitmap_directory_size;
     uint64_t bitmap_directory_offset;
+    bool bitmaps_stale;            /* extension present, autoclear bit 0
+                                    * clear: ignored (qcow2-bitmap.c) */
 } VbkQcow2Header;
 
 typedef enum {
     QCOW2_CL_UNALLOCATED,
-    QCOW2_CL_ZERO_PLAIN,   /* zero flag, no host cluster */
-    QCOW2_CL_ZERO_ALLOC,   /* zero flag with a preallocated host cluster */
+    QCOW2_CL_ZERO_PLAIN, /* zero flag, no host cluster */
+    QCOW2_CL_ZERO_ALLOC, /* zero flag with a preallocated host cluster */
     QCOW2_CL_NORMAL,
     QCOW2_CL_COMPRESSED,
 } VbkQcow2ClusterType;
@@ -110,55 +117,73 @@ typedef struct VbkQcow2Cache VbkQcow2Cache;
 
 typedef struct {
     GMutex lock;
+    /* data clusters are read and written in place outside @lock, holding
+     * this as readers; freeing clusters takes it as writer */
+    GRWLock data_lock;
     VbkQcow2Header hdr;
     uint32_t cluster_bits;
     uint64_t cluster_size;
-    uint32_t l2_bits;        /* log2 of entries per L2 table */
+    uint32_t l2_bits; /* log2 of entries per L2 table */
     uint64_t l2_entries;
-    uint32_t refcount_bits;  /* 1 << refcount_order */
-    uint32_t rb_bits;        /* log2 of entries per refcount block */
+    uint32_t refcount_bits; /* 1 << refcount_order */
+    uint32_t rb_bits;       /* log2 of entries per refcount block */
     uint64_t rb_entries;
     uint64_t refcount_max;
-    uint32_t csize_shift;    /* compressed descriptor layout */
+    uint32_t csize_shift; /* compressed descriptor layout */
     uint64_t csize_mask;
     uint64_t coffset_mask;
-    uint64_t *l1;            /* host order, l1_size entries */
+    uint64_t *l1; /* host order, l1_size entries */
     uint32_t l1_size;
-    uint64_t *reftable;      /* host order */
+    uint64_t *reftable; /* host order */
     uint64_t reftable_entries;
     VbkQcow2Cache *l2_cache;
     VbkQcow2Cache *rb_cache;
-    uint64_t free_hint;      /* lowest cluster index that may be free */
-    uint64_t file_size;      /* bytes of the file child we know of */
+    uint64_t free_hint; /* lowest cluster index that may be free */
+    uint64_t file_size; /* bytes of the file child we know of */
     bool writable;
+    GPtrArray *bitmap_dir;   /* qcow2-bitmap.c: directory entries, in
+                              * directory order; changed only under both
+                              * the node's bitmap lock and this lock */
 } VbkQcow2State;
 
 /* ---- qcow2-header.c ---- */
-bool vbk_qcow2_header_decode(const uint8_t *buf, size_t len,
-                             uint64_t file_size, VbkQcow2Header *h,
+bool vbk_qcow2_header_decode(const uint8_t *buf,
+                             size_t len,
+                             uint64_t file_size,
+                             VbkQcow2Header *h,
                              GError **error);
-bool vbk_qcow2_header_encode(const VbkQcow2Header *h, uint8_t *buf,
-                             size_t cluster_size, GError **error);
+bool vbk_qcow2_header_encode(const VbkQcow2Header *h,
+                             uint8_t *buf,
+                             size_t cluster_size,
+                             GError **error);
 void vbk_qcow2_header_clear(VbkQcow2Header *h);
-char *vbk_qcow2_feature_list(const VbkQcow2Header *h, uint8_t type,
-                             uint64_t mask);
+char *
+vbk_qcow2_feature_list(const VbkQcow2Header *h, uint8_t type, uint64_t mask);
 
 /* ---- qcow2-cache.c ---- */
 VbkQcow2Cache *vbk_qcow2_cache_new(unsigned int n, size_t table_size);
 void vbk_qcow2_cache_free(VbkQcow2Cache *c);
-int vbk_qcow2_cache_get(VbkBlockNode *bs, VbkQcow2Cache *c, uint64_t offset,
-                        bool fresh, uint8_t **table);
+int vbk_qcow2_cache_get(VbkBlockNode *bs,
+                        VbkQcow2Cache *c,
+                        uint64_t offset,
+                        bool fresh,
+                        uint8_t **table);
 void vbk_qcow2_cache_drop(VbkQcow2Cache *c, uint64_t offset);
 void vbk_qcow2_cache_clear(VbkQcow2Cache *c);
-int vbk_qcow2_meta_write(VbkBlockNode *bs, uint64_t table_offset,
-                         const uint8_t *table, uint64_t start, uint64_t len);
-int vbk_qcow2_write_cluster_zeroes(VbkBlockNode *bs, uint64_t offset,
-                                   uint64_t n);
+int vbk_qcow2_meta_write(VbkBlockNode *bs,
+                         uint64_t table_offset,
+                         const uint8_t *table,
+                         uint64_t start,
+                         uint64_t len);
+int
+vbk_qcow2_write_cluster_zeroes(VbkBlockNode *bs, uint64_t offset, uint64_t n);
 bool vbk_qcow2_meta_offset_valid(VbkQcow2State *s, uint64_t offset);
 bool vbk_qcow2_data_offset_valid(VbkQcow2State *s, uint64_t offset);
 void vbk_qcow2_note_file_end(VbkQcow2State *s, uint64_t end);
-int vbk_qcow2_header_patch(VbkBlockNode *bs, uint64_t off,
-                           const uint8_t *data, size_t len);
+int vbk_qcow2_header_patch(VbkBlockNode *bs,
+                           uint64_t off,
+                           const uint8_t *data,
+                           size_t len);
 int vbk_qcow2_header_write_u64(VbkBlockNode *bs, uint64_t off, uint64_t v);
 int vbk_qcow2_header_write_u32(VbkBlockNode *bs, uint64_t off, uint32_t v);
 
@@ -166,12 +191,14 @@ int vbk_qcow2_header_write_u32(VbkBlockNode *bs, uint64_t off, uint32_t v);
 bool vbk_qcow2_refcount_load(VbkBlockNode *bs, GError **error);
 uint64_t vbk_qcow2_rb_get(VbkQcow2State *s, const uint8_t *rb, uint64_t i);
 void vbk_qcow2_rb_set(VbkQcow2State *s, uint8_t *rb, uint64_t i, uint64_t v);
-int vbk_qcow2_get_refcount(VbkBlockNode *bs, uint64_t cluster,
-                           uint64_t *refcount);
+int
+vbk_qcow2_get_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t *refcount);
 int64_t vbk_qcow2_alloc_clusters(VbkBlockNode *bs, uint64_t n);
 int vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n);
-void vbk_qcow2_compressed_range(VbkQcow2State *s, uint64_t entry,
-                                uint64_t *coffset, uint64_t *csize);
+void vbk_qcow2_compressed_range(VbkQcow2State *s,
+                                uint64_t entry,
+                                uint64_t *coffset,
+                                uint64_t *csize);
 int vbk_qcow2_free_entry(VbkBlockNode *bs, uint64_t entry);
 
 /* ---- qcow2-rebuild.c ---- */
@@ -179,28 +206,46 @@ bool vbk_qcow2_rebuild_refcounts(VbkBlockNode *bs, GError **error);
 
 /* ---- qcow2-cluster.c ---- */
 VbkQcow2ClusterType vbk_qcow2_entry_type(VbkQcow2State *s, uint64_t entry);
-int vbk_qcow2_l2_lookup(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                        uint64_t *entry, uint64_t *pnum);
-int vbk_qcow2_l2_prepare(VbkBlockNode *bs, uint64_t offset, uint8_t **l2,
+int vbk_qcow2_l2_lookup(VbkBlockNode *bs,
+                        uint64_t offset,
+                        uint64_t bytes,
+                        uint64_t *entry,
+                        uint64_t *pnum);
+int vbk_qcow2_l2_prepare(VbkBlockNode *bs,
+                         uint64_t offset,
+                         uint8_t **l2,
                          uint64_t *l2_offset);
-int vbk_qcow2_l2_set(VbkBlockNode *bs, uint64_t offset, uint64_t n,
+int vbk_qcow2_l2_set(VbkBlockNode *bs,
+                     uint64_t offset,
+                     uint64_t n,
                      const uint64_t *entries);
 bool vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error);
-int vbk_qcow2_read_compressed(VbkBlockNode *bs, uint64_t entry,
-                              uint8_t *out);
+int vbk_qcow2_read_compressed(VbkBlockNode *bs, uint64_t entry, uint8_t *out);
 
 /* ---- qcow2-io.c ---- */
-int vbk_qcow2_co_pread(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+int vbk_qcow2_co_pread(VbkBlockNode *bs,
+                       uint64_t offset,
+                       uint64_t bytes,
                        void *buf);
-int vbk_qcow2_co_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
-                        const void *buf, VbkRequestFlags flags);
-int vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs, uint64_t offset,
-                               uint64_t bytes, VbkRequestFlags flags);
-int vbk_qcow2_zeroes_locked(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
+int vbk_qcow2_co_pwrite(VbkBlockNode *bs,
+                        uint64_t offset,
+                        uint64_t bytes,
+                        const void *buf,
+                        VbkRequestFlags flags);
+int vbk_qcow2_co_pwrite_zeroes(VbkBlockNode *bs,
+                               uint64_t offset,
+                               uint64_t bytes,
+                               VbkRequestFlags flags);
+int vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
+                            uint64_t offset,
+                            uint64_t bytes,
                             VbkRequestFlags flags);
 int vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
-int vbk_qcow2_co_block_status(VbkBlockNode *bs, uint64_t offset,
-                              uint64_t bytes, uint64_t *pnum, uint64_t *map,
+int vbk_qcow2_co_block_status(VbkBlockNode *bs,
+                              uint64_t offset,
+                              uint64_t bytes,
+                              uint64_t *pnum,
+                              uint64_t *map,
                               VbkBlockNode **file);
 
 static inline uint64_t

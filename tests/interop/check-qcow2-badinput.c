@@ -23,6 +23,11 @@
  *    refuse, a read-only open may read, but an allocating write must
  *    fail with -EIO rather than write anywhere.
  *
+ * Truncated files are cases too: QEMU reads zeroes past the end of a
+ * file, so a 40- or 100-byte file fails its header_length check ("qcow2
+ * header too short"); a file cut after cluster 0 leaves every table
+ * outside the file, which QEMU accepts and vbackup must not.
+ *
  * In every case the file's SHA-256 is the same afterwards: a damaged
  * image is never written to, not even to set the corrupt bit.
  *
@@ -52,6 +57,7 @@ typedef enum {
     AT_L1,       /* entry 0 of the active L1 table */
     AT_L2,       /* entry 0 of the first L2 table */
     AT_REFTABLE, /* entry 0 of the refcount table */
+    AT_TRUNCATE, /* the file cut to .value bytes */
 } Where;
 
 typedef struct {
@@ -132,6 +138,14 @@ static const BadCase bad_cases[] = {
       .width = 4, .value = 1024, .expect = OPEN_FAILS,
       .qemu_text = "Backing file name too long", .pre_offset = 8,
       .pre_value = 0x200 },
+    { .name = "file of 40 bytes", .where = AT_TRUNCATE, .value = 40,
+      .expect = OPEN_FAILS, .qemu_text = "qcow2 header too short" },
+    { .name = "file of 100 bytes", .where = AT_TRUNCATE, .value = 100,
+      .expect = OPEN_FAILS, .qemu_text = "qcow2 header too short" },
+    { .name = "file cut after the header cluster", .where = AT_TRUNCATE,
+      .value = 65536, .expect = OPEN_FAILS,
+      .keywords = { "outside", "l1 table", "refcount table",
+                    "reference count table" } },
     { .name = "L2 entry past EOF", .where = AT_L2, .width = 8,
       .value = 0x8000000010000000ull, .expect = IO_FAILS,
       .keywords = { "l2", "cluster", "offset" } },
@@ -187,12 +201,11 @@ read_be(int fd, uint64_t off, int width)
 static void
 make_base(const char *img)
 {
-    g_autofree char *out = NULL;
     g_autofree char *err = NULL;
 
-    ck_assert_int_eq(itu_run(&out, &err, "qemu-img", "create", "-q", "-f",
+    ck_assert_int_eq(itu_run(NULL, NULL, "qemu-img", "create", "-q", "-f",
                              "qcow2", img, "4M", NULL), 0);
-    ck_assert_msg(itu_run(&out, &err, "qemu-io", "-f", "qcow2", "-c",
+    ck_assert_msg(itu_run(NULL, &err, "qemu-io", "-f", "qcow2", "-c",
                           "write -P 0x5a 0 128k", "-c",
                           "write -P 0x6b 1M 64k", img, NULL) == 0,
                   "%s", err);
@@ -220,6 +233,10 @@ apply_patch(const char *img, const BadCase *c)
     case AT_REFTABLE:
         at = read_be(fd, 48, 8);
         break;
+    case AT_TRUNCATE:
+        ck_assert_int_eq(ftruncate(fd, c->value), 0);
+        close(fd);
+        return;
     }
     if (c->pre_offset)
         put_be(fd, c->pre_offset, 8, c->pre_value);

@@ -35,11 +35,13 @@
  * v3 images libqcow's bytes are compared in the extents vbackup reports
  * as DATA and not ZERO, and for v2 (which has no zero flag) everywhere.
  *
- * The seed is printed on stderr; VBK_TEST_SEED=N replays a run.
+ * The seed is printed on stderr; VBK_TEST_SEED=N replays a run, and
+ * VBK_WORKLOAD_CASE=I runs only case I of the matrix.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <json-glib/json-glib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -379,7 +381,7 @@ START_TEST(test_workload)
 
     w.bs = itu_open_qcow2(img, "interop0", false, false, &err);
     ck_assert_msg(w.bs, "open %s: %s", img, err ? err->message : "?");
-    run_workload(&w, c->cluster_size >= 1 * MiB ? 80 : 160);
+    run_workload(&w, c->cluster_size >= 1 * MiB ? 200 : 400);
     g_printerr("#   ops: %u writes, %u write-zeroes, %u discards, %u grows,"
                " %u flushes; size %" G_GUINT64_FORMAT "\n", w.counts[0],
                w.counts[1], w.counts[2], w.counts[3], w.counts[4], w.size);
@@ -419,9 +421,19 @@ interop_suite(void)
     Suite *s = suite_create("interop");
     TCase *tc = tcase_create("workload");
 
-    tcase_set_timeout(tc, 600);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_peers_present);
-    tcase_add_loop_test(tc, test_workload, 0, G_N_ELEMENTS(workload_cases));
+    if (g_getenv("VBK_WORKLOAD_CASE")) {
+        /* replay one case: VBK_WORKLOAD_CASE=N VBK_TEST_SEED=S */
+        int n = atoi(g_getenv("VBK_WORKLOAD_CASE"));
+
+        if (n < 0 || n >= (int) G_N_ELEMENTS(workload_cases))
+            g_error("VBK_WORKLOAD_CASE=%d: no such case", n);
+        tcase_add_loop_test(tc, test_workload, n, n + 1);
+    } else {
+        tcase_add_loop_test(tc, test_workload, 0,
+                            G_N_ELEMENTS(workload_cases));
+    }
     suite_add_tcase(s, tc);
     return s;
 }
