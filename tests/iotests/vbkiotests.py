@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'interop'))
@@ -112,13 +113,25 @@ class VM:
         state = os.path.join(self.dir, 'state-%d' % self.boots)
         os.makedirs(state, exist_ok=True)
         self.proc = qmp.start_vbackupd(vbackupd_exe(), sock, state)
-        self.mon = qmp.connect(sock)
+        self.mon = self._connect(sock)
         if self.image:
             self.mon.command('blockdev-add', {
                 'driver': 'qcow2', 'node-name': self.node_name,
                 'read-only': self.read_only,
                 'file': {'driver': 'file', 'filename': self.image}})
         return self
+
+    def _connect(self, sock):
+        # the socket's path appears at bind(), a moment before listen()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return qmp.connect(sock)
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None or \
+                        time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def qmp(self, cmd, **kwargs):
         return self.mon.cmd(cmd, qmp_args(kwargs))
