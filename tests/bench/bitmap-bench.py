@@ -36,10 +36,11 @@ blockdev-add would, bitmaps added with vbk_block_dirty_bitmap_add).  Its
 time includes the final query of all bitmaps (which merges the pending
 write log into every bitmap; its median is shown as "vbk sync s"), and
 it checks every bitmap counts exactly the granules written.  The merge
-costs O(bitmaps) per dirty area of the log: 8192 writes leave ~8000
-separate 64 KiB granules (the worst case), while 65536 writes touch
-nearly every granule of the 1 GiB image, which the log coalesces into a
-few areas.  Throughputs of the two sides are not comparable
+ORs the log's non-zero words into each bitmap, so it costs at most
+bitmaps x (image size / 64 granules) word operations whatever the number
+of writes (256 words per bitmap for 1 GiB at 64 KiB); COUNTS gives a
+sparse run (8192 writes: ~8000 separate granules) and a dense one
+(65536 writes: nearly every granule of the image).  Throughputs of the two sides are not comparable
 (NBD round trips vs direct calls); the slowdown against 0 bitmaps is.
 
 Runs are interleaved (for each run: for each bitmap count: QEMU, then
