@@ -40,212 +40,12 @@
 
 #include "dirty.h"
 
-#define BME_HEADER_SIZE 24
-
 typedef struct {
     uint64_t offset;
-    uint64_t n;      /* clusters */
+    uint64_t n; /* clusters */
 } QcowRun;
 
-static void
-entry_free(gpointer p)
-{
-    VbkQcow2BitmapEntry *e = p;
-
-    g_free(e->name);
-    g_free(e);
-}
-
-static VbkQcow2BitmapEntry *
-entry_copy(const VbkQcow2BitmapEntry *e)
-{
-    VbkQcow2BitmapEntry *c = g_new(VbkQcow2BitmapEntry, 1);
-
-    *c = *e;
-    c->name = g_strdup(e->name);
-    return c;
-}
-
-static uint64_t
-entry_size(size_t name_len)
-{
-    return VBK_ROUND_UP(BME_HEADER_SIZE + (uint64_t) name_len, 8);
-}
-
-/* ---- decoding ----------------------------------------------------- */
-
-bool
-vbk_qcow2_bitmaps_ext_decode(const uint8_t *data, uint32_t len,
-                             VbkQcow2Header *h, GError **error)
-{
-    const char *msg = NULL;
-    uint32_t nb;
-    uint64_t dsize;
-
-    if (len != 24)
-        msg = _("bitmaps_ext: Invalid extension length");
-    if (!msg && (h->version < 3 || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS))) {
-        h->bitmaps_stale = true;
-        return true;
-    }
-    if (!msg && qcow2_be32(data + 4) != 0)
-        msg = _("bitmaps_ext: Reserved field is not zero");
-    if (msg) {
-        g_set_error_literal(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                            msg);
-        return false;
-    }
-    nb = qcow2_be32(data);
-    dsize = qcow2_be64(data + 8);
-    if (nb > QCOW2_MAX_BITMAPS) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("bitmaps_ext: Image has %u bitmaps, exceeding the QEMU supported maximum of %d"),
-                    nb, QCOW2_MAX_BITMAPS);
-        return false;
-    }
-    if (nb == 0) {
-        g_set_error_literal(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                            _("found bitmaps extension with zero bitmaps"));
-        return false;
-    }
-    if (qcow2_be64(data + 16) & ((1ull << h->cluster_bits) - 1)) {
-        g_set_error_literal(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                            _("bitmaps_ext: invalid bitmap directory offset"));
-        return false;
-    }
-    if (dsize > QCOW2_MAX_BITMAP_DIR_SIZE) {
-        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("bitmaps_ext: bitmap directory size (%" G_GUINT64_FORMAT ") exceeds the maximum supported size (%d)"),
-                    dsize, (int) QCOW2_MAX_BITMAP_DIR_SIZE);
-        return false;
-    }
-    h->has_bitmaps = true;
-    h->nb_bitmaps = nb;
-    h->bitmap_directory_size = dsize;
-    h->bitmap_directory_offset = qcow2_be64(data + 16);
-    return true;
-}
-
-/* QEMU's check_dir_entry(), plus: the table lies inside the file. */
-static bool
-entry_ok(const VbkQcow2BitmapEntry *e, uint8_t type, uint32_t cluster_bits,
-         uint64_t disk_size, uint64_t file_size)
-{
-    uint64_t cs = 1ull << cluster_bits;
-    uint64_t phys = (uint64_t) e->table_size << cluster_bits;
-    uint64_t tbytes = (uint64_t) e->table_size * 8;
-
-    if (e->table_offset == 0 || (e->table_offset & (cs - 1)) ||
-        e->table_size == 0 || e->table_size > QCOW2_BME_MAX_TABLE_SIZE ||
-        phys > QCOW2_BME_MAX_PHYS_SIZE ||
-        (e->flags & QCOW2_BME_RESERVED_FLAGS) ||
-        type != QCOW2_BME_TYPE_DIRTY ||
-        e->gran_bits < QCOW2_BME_MIN_GRAN_BITS ||
-        e->gran_bits > QCOW2_BME_MAX_GRAN_BITS)
-        return false;
-    if (e->table_offset > file_size || tbytes > file_size - e->table_offset)
-        return false;
-    /* a consistent bitmap must cover the disk */
-    if (!(e->flags & QCOW2_BME_FLAG_IN_USE) &&
-        disk_size > ((phys * 8) << e->gran_bits))
-        return false;
-    return true;
-}
-
-static GPtrArray *
-dir_fail(GPtrArray *list, GError **error, const char *msg)
-{
-    g_ptr_array_unref(list);
-    if (msg)
-        g_set_error_literal(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                            msg);
-    return NULL;
-}
-
-GPtrArray *
-vbk_qcow2_bitmap_dir_decode(const uint8_t *buf, uint64_t size, uint32_t nb,
-                            uint32_t cluster_bits, uint64_t disk_size,
-                            uint64_t file_size, GError **error)
-{
-    GPtrArray *list = g_ptr_array_new_with_free_func(entry_free);
-    uint64_t off = 0;
-
-    while (off < size) {
-        const uint8_t *p = buf + off;
-        VbkQcow2BitmapEntry e;
-        uint16_t name_size;
-        uint8_t type;
-
-        if (list->len >= nb)
-            return dir_fail(list, error, _("More bitmaps found than specified in header extension"));
-        if (size - off < BME_HEADER_SIZE)
-            return dir_fail(list, error, _("Broken bitmap directory"));
-        if (qcow2_be32(p + 20) != 0)
-            return dir_fail(list, error, _("Bitmap extra data is not supported"));
-        name_size = ((uint16_t) p[18] << 8) | p[19];
-        if (entry_size(name_size) > size - off)
-            return dir_fail(list, error, _("Broken bitmap directory"));
-        e.table_offset = qcow2_be64(p);
-        e.table_size = qcow2_be32(p + 8);
-        e.flags = qcow2_be32(p + 12);
-        type = p[16];
-        e.gran_bits = p[17];
-        if (name_size == 0 || name_size > QCOW2_BME_MAX_NAME_SIZE ||
-            memchr(p + BME_HEADER_SIZE, 0, name_size) ||
-            !entry_ok(&e, type, cluster_bits, disk_size, file_size)) {
-            g_ptr_array_unref(list);
-            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                        _("Bitmap '%.*s' doesn't satisfy the constraints"),
-                        (int) name_size, (const char *) p + BME_HEADER_SIZE);
-            return NULL;
-        }
-        e.name = g_strndup((const char *) p + BME_HEADER_SIZE, name_size);
-        for (guint i = 0; i < list->len; i++) {
-            if (g_str_equal(((VbkQcow2BitmapEntry *) list->pdata[i])->name,
-                            e.name)) {
-                g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                            _("Bitmap already exists: %s"), e.name);
-                g_free(e.name);
-                return dir_fail(list, error, NULL);
-            }
-        }
-        g_ptr_array_add(list, entry_copy(&e));
-        g_free(e.name);
-        off += entry_size(name_size);
-    }
-    if (list->len < nb)
-        return dir_fail(list, error, _("Less bitmaps found than specified in header extension"));
-    return list;
-}
-
-/* ---- encoding and metadata updates ---------------------------------- */
-
-static uint8_t *
-dir_encode(GPtrArray *dir, uint64_t *size)
-{
-    uint64_t total = 0, off = 0;
-    uint8_t *buf;
-
-    for (guint i = 0; i < dir->len; i++)
-        total += entry_size(strlen(((VbkQcow2BitmapEntry *) dir->pdata[i])->name));
-    buf = g_malloc0(MAX(total, 1));
-    for (guint i = 0; i < dir->len; i++) {
-        const VbkQcow2BitmapEntry *e = dir->pdata[i];
-        size_t n = strlen(e->name);
-
-        qcow2_put_be64(buf + off, e->table_offset);
-        qcow2_put_be32(buf + off + 8, e->table_size);
-        qcow2_put_be32(buf + off + 12, e->flags);
-        buf[off + 16] = QCOW2_BME_TYPE_DIRTY;
-        buf[off + 17] = e->gran_bits;
-        buf[off + 18] = n >> 8;
-        buf[off + 19] = n & 0xff;
-        memcpy(buf + off + BME_HEADER_SIZE, e->name, n);
-        off += entry_size(n);
-    }
-    *size = total;
-    return buf;
-}
+/* ---- metadata updates -------------------------------------------- */
 
 /*
  * Rewrite the extension area of cluster 0: every extension but the
@@ -253,8 +53,7 @@ dir_encode(GPtrArray *dir, uint64_t *size)
  * and autoclear bit 0 follows it.  One write of the header region.
  */
 static int
-header_set_bitmaps(VbkBlockNode *bs, uint32_t nb, uint64_t dsize,
-                   uint64_t doff)
+header_set_bitmaps(VbkBlockNode *bs, uint32_t nb, uint64_t dsize, uint64_t doff)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t limit = s->hdr.backing_file_offset ? s->hdr.backing_file_offset
@@ -310,11 +109,14 @@ header_set_bitmaps(VbkBlockNode *bs, uint32_t nb, uint64_t dsize,
 }
 
 static int
-alloc_write(VbkBlockNode *bs, const uint8_t *buf, uint64_t bytes,
-            GArray *allocated, uint64_t *offset)
+alloc_write(VbkBlockNode *bs,
+            const uint8_t *buf,
+            uint64_t bytes,
+            GArray *allocated,
+            uint64_t *offset)
 {
     VbkQcow2State *s = bs->opaque;
-    QcowRun run = { 0, VBK_DIV_ROUND_UP(bytes, s->cluster_size) };
+    QcowRun run = {0, VBK_DIV_ROUND_UP(bytes, s->cluster_size)};
     int64_t off = vbk_qcow2_alloc_clusters(bs, run.n);
     int ret;
 
@@ -380,7 +182,8 @@ table_read(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e, int *ret)
 
 /* Queue the clusters of @e (table and valid data clusters) to @runs. */
 static void
-queue_entry_clusters(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e,
+queue_entry_clusters(VbkBlockNode *bs,
+                     const VbkQcow2BitmapEntry *e,
                      GArray *runs)
 {
     VbkQcow2State *s = bs->opaque;
@@ -393,13 +196,13 @@ queue_entry_clusters(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e,
     for (uint32_t i = 0; i < e->table_size; i++) {
         uint64_t off = t[i] & QCOW2_OFFSET_MASK;
         if (off && table_entry_ok(s, t[i])) {
-            r = (QcowRun) { off, 1 };
+            r = (QcowRun){off, 1};
             g_array_append_val(runs, r);
         }
     }
-    r = (QcowRun) { e->table_offset,
-                    VBK_DIV_ROUND_UP((uint64_t) e->table_size * 8,
-                                     s->cluster_size) };
+    r = (QcowRun){
+        e->table_offset,
+        VBK_DIV_ROUND_UP((uint64_t) e->table_size * 8, s->cluster_size)};
     g_array_append_val(runs, r);
 }
 
@@ -409,16 +212,18 @@ queue_entry_clusters(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e,
  * and @old_runs are freed.  Takes @dir.  Caller holds both locks.
  */
 static int
-dir_commit(VbkBlockNode *bs, GPtrArray *dir, GArray *old_runs,
+dir_commit(VbkBlockNode *bs,
+           GPtrArray *dir,
+           GArray *old_runs,
            GArray *allocated)
 {
     VbkQcow2State *s = bs->opaque;
     uint64_t dsize = 0, doff = 0;
-    g_autofree uint8_t *buf = dir_encode(dir, &dsize);
+    g_autofree uint8_t *buf = vbk_qcow2_bitmap_dir_encode(dir, &dsize);
     g_autofree uint8_t *padded = NULL;
-    QcowRun old = { s->hdr.bitmap_directory_offset,
-                    VBK_DIV_ROUND_UP(s->hdr.bitmap_directory_size,
-                                     s->cluster_size) };
+    QcowRun old = {
+        s->hdr.bitmap_directory_offset,
+        VBK_DIV_ROUND_UP(s->hdr.bitmap_directory_size, s->cluster_size)};
     bool had = s->hdr.has_bitmaps;
     int ret;
 
@@ -465,7 +270,9 @@ load_fail(GError **error, const char *name, int ret)
 
 /* Read the data of @e into @bm. */
 static bool
-load_data(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e, VbkDirtyBitmap *bm,
+load_data(VbkBlockNode *bs,
+          const VbkQcow2BitmapEntry *e,
+          VbkDirtyBitmap *bm,
           GError **error)
 {
     VbkQcow2State *s = bs->opaque;
@@ -478,18 +285,30 @@ load_data(VbkBlockNode *bs, const VbkQcow2BitmapEntry *e, VbkDirtyBitmap *bm,
     for (uint64_t off = e->table_offset;
          off < e->table_offset + (uint64_t) e->table_size * 8;
          off += s->cluster_size) {
-        if (!vbk_qcow2_data_offset_valid(s, off))
-            return load_fail(error, e->name, -EINVAL);
+        if (!vbk_qcow2_data_offset_valid(s, off)) {
+            g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                        _("Bitmap '%s' doesn't satisfy the constraints"),
+                        e->name);
+            return false;
+        }
     }
     t = table_read(bs, e, &ret);
-    if (!t)
-        return load_fail(error, e->name, ret);
+    for (uint32_t i = 0; t && i < e->table_size; i++) {
+        if (!table_entry_ok(s, t[i]))
+            ret = -EINVAL;
+    }
+    if (!t || ret < 0) {
+        /* TRANSLATORS: %1$s is a bitmap name, %2$s strerror() */
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("Could not read bitmap_table table from image for bitmap "
+                      "'%1$s': %2$s"),
+                    e->name, g_strerror(-ret));
+        return false;
+    }
     for (uint32_t i = 0; i < e->table_size; i++) {
         uint64_t start = (uint64_t) i * per, len;
         uint64_t off = t[i] & QCOW2_OFFSET_MASK;
 
-        if (!table_entry_ok(s, t[i]))
-            return load_fail(error, e->name, -EINVAL);
         if (start >= size)
             continue;
         len = MIN(per, size - start);
@@ -515,10 +334,15 @@ load_stale(VbkBlockNode *bs, GError **error)
     int ret;
 
     if (s->hdr.version < 3)
-        g_printerr(_("warning: This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent\n"));
+        g_printerr(
+            _("warning: This qcow2 v2 image contains bitmaps, but they may "
+              "have been modified by a program without persistent bitmap "
+              "support; so now they must all be considered inconsistent\n"));
     else
-        g_printerr(_("warning: a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent\n"));
-    g_printerr(_("Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.\n"));
+        g_printerr(_("warning: a program lacking bitmap support modified this "
+                     "file, so all bitmaps are now considered inconsistent\n"));
+    g_printerr(_("Some clusters may be leaked, run 'qemu-img check -r' on the "
+                 "image file to fix.\n"));
     if (!s->writable || s->hdr.version < 3)
         return true;
     g_mutex_lock(&s->lock);
@@ -547,12 +371,12 @@ load_dir(VbkBlockNode *bs, GError **error)
                             g_strerror(ENOMEM));
         return NULL;
     }
-    ret = size ? vbk_block_pread(bs->file, s->hdr.bitmap_directory_offset,
-                                 size, buf) : 0;
+    ret = size ? vbk_block_pread(bs->file, s->hdr.bitmap_directory_offset, size,
+                                 buf)
+               : 0;
     if (ret < 0) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
-                    _("Failed to read bitmap directory: %s"),
-                    g_strerror(-ret));
+                    _("Failed to read bitmap directory: %s"), g_strerror(-ret));
         return NULL;
     }
     return vbk_qcow2_bitmap_dir_decode(buf, size, s->hdr.nb_bitmaps,
@@ -571,10 +395,10 @@ load_mark_in_use(VbkBlockNode *bs, GPtrArray *dir, GError **error)
 
     for (guint i = 0; i < dir->len; i++)
         ((VbkQcow2BitmapEntry *) dir->pdata[i])->flags |= QCOW2_BME_FLAG_IN_USE;
-    buf = dir_encode(dir, &size);
+    buf = vbk_qcow2_bitmap_dir_encode(dir, &size);
     g_mutex_lock(&s->lock);
-    ret = vbk_block_pwrite(bs->file, s->hdr.bitmap_directory_offset, size,
-                           buf, 0);
+    ret = vbk_block_pwrite(bs->file, s->hdr.bitmap_directory_offset, size, buf,
+                           0);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
     g_mutex_unlock(&s->lock);
@@ -602,7 +426,8 @@ vbk_qcow2_bitmaps_load(VbkBlockNode *bs, GError **error)
     dir = load_dir(bs, error);
     if (!dir)
         return false;
-    bms = g_ptr_array_new_with_free_func((GDestroyNotify) vbk_dirty_bitmap_unref);
+    bms =
+        g_ptr_array_new_with_free_func((GDestroyNotify) vbk_dirty_bitmap_unref);
     for (guint i = 0; i < dir->len; i++) {
         const VbkQcow2BitmapEntry *e = dir->pdata[i];
         VbkDirtyBitmap *bm = vbk_dirty_bitmap_new(e->name, 1ull << e->gran_bits,
@@ -641,7 +466,9 @@ vbk_qcow2_bitmaps_free(VbkQcow2State *s)
 
 /* Write @bm's data and table to new clusters; fill @out. */
 static int
-store_one(VbkBlockNode *bs, VbkDirtyBitmap *bm, GArray *allocated,
+store_one(VbkBlockNode *bs,
+          VbkDirtyBitmap *bm,
+          GArray *allocated,
           VbkQcow2BitmapEntry *out)
 {
     VbkQcow2State *s = bs->opaque;
@@ -650,7 +477,8 @@ store_one(VbkBlockNode *bs, VbkDirtyBitmap *bm, GArray *allocated,
     uint32_t gb = g_bit_nth_lsf(g, -1);
     uint64_t per = (s->cluster_size * 8) << gb;
     uint64_t n = MAX(1, VBK_DIV_ROUND_UP(size, per));
-    g_autofree uint8_t *table = g_try_malloc0(VBK_ROUND_UP(n * 8, s->cluster_size));
+    g_autofree uint8_t *table =
+        g_try_malloc0(VBK_ROUND_UP(n * 8, s->cluster_size));
     g_autofree uint8_t *cbuf = g_malloc(s->cluster_size);
     uint64_t toff;
     int ret;
@@ -696,16 +524,17 @@ store_locked(VbkBlockNode *bs, GArray *allocated, GArray *old_runs)
     VbkQcow2State *s = bs->opaque;
     GPtrArray *bms = vbk_block_dirty_bitmaps_locked(bs);
     GPtrArray *old = s->bitmap_dir;
-    g_autoptr(GPtrArray) dir = g_ptr_array_new_with_free_func(entry_free);
+    g_autoptr(GPtrArray) dir =
+        g_ptr_array_new_with_free_func(vbk_qcow2_bitmap_entry_free);
     guint written = 0;
     int ret;
 
     for (guint i = 0; old && i < old->len; i++) {
-        VbkQcow2BitmapEntry *e = old->pdata[i], ne = { 0 };
+        VbkQcow2BitmapEntry *e = old->pdata[i], ne = {0};
         VbkDirtyBitmap *bm = vbk_block_dirty_find_locked(bs, e->name);
 
         if (!bm || !storable(bm)) {
-            g_ptr_array_add(dir, entry_copy(e));
+            g_ptr_array_add(dir, vbk_qcow2_bitmap_entry_copy(e));
             continue;
         }
         if ((ret = store_one(bs, bm, allocated, &ne)) < 0)
@@ -716,7 +545,7 @@ store_locked(VbkBlockNode *bs, GArray *allocated, GArray *old_runs)
     }
     for (guint i = 0; i < bms->len; i++) {
         VbkDirtyBitmap *bm = bms->pdata[i];
-        VbkQcow2BitmapEntry ne = { 0 };
+        VbkQcow2BitmapEntry ne = {0};
         bool known = false;
 
         for (guint j = 0; old && j < old->len && !known; j++)
@@ -778,7 +607,8 @@ vbk_qcow2_bitmaps_truncate_check(VbkBlockNode *bs, GError **error)
         if (!bm) {
             g_set_error_literal(error, VBK_BLOCK_ERROR,
                                 VBK_BLOCK_ERROR_UNSUPPORTED,
-                                _("Cannot resize qcow2 with persistent bitmaps that were not loaded into memory"));
+                                _("Cannot resize qcow2 with persistent bitmaps "
+                                  "that were not loaded into memory"));
             ok = false;
         } else {
             ok = vbk_dirty_bitmap_check(bm, VBK_DIRTY_BITMAP_DEFAULT, error);
@@ -802,22 +632,26 @@ can_store_why(VbkQcow2State *s, const char *name, uint64_t granularity)
         return _("Granularity is under minimum (512 bytes)");
     if (len > (QCOW2_BME_MAX_PHYS_SIZE << gb) ||
         len > (((uint64_t) QCOW2_BME_MAX_TABLE_SIZE * s->cluster_size) << gb))
-        return _("Too much space will be occupied by the bitmap. Use larger granularity");
+        return _("Too much space will be occupied by the bitmap. Use larger "
+                 "granularity");
     if (strlen(name) > QCOW2_BME_MAX_NAME_SIZE)
         return _("Name length exceeds maximum (1023 characters)");
     if (!s->hdr.has_bitmaps)
         return NULL;
     if (s->hdr.nb_bitmaps >= QCOW2_MAX_BITMAPS)
         return _("Maximum number of persistent bitmaps is already reached");
-    if (s->hdr.bitmap_directory_size + entry_size(strlen(name)) >
+    if (s->hdr.bitmap_directory_size +
+            vbk_qcow2_bitmap_entry_size(strlen(name)) >
         QCOW2_MAX_BITMAP_DIR_SIZE)
         return _("Not enough space in the bitmap directory");
     return NULL;
 }
 
 bool
-vbk_qcow2_can_store_new_bitmap(VbkBlockNode *bs, const char *name,
-                               uint64_t granularity, GError **error)
+vbk_qcow2_can_store_new_bitmap(VbkBlockNode *bs,
+                               const char *name,
+                               uint64_t granularity,
+                               GError **error)
 {
     VbkQcow2State *s = bs->opaque;
     const char *why;
@@ -836,7 +670,8 @@ vbk_qcow2_can_store_new_bitmap(VbkBlockNode *bs, const char *name,
 }
 
 bool
-vbk_qcow2_remove_persistent_bitmap(VbkBlockNode *bs, const char *name,
+vbk_qcow2_remove_persistent_bitmap(VbkBlockNode *bs,
+                                   const char *name,
                                    GError **error)
 {
     VbkQcow2State *s = bs->opaque;
@@ -853,10 +688,11 @@ vbk_qcow2_remove_persistent_bitmap(VbkBlockNode *bs, const char *name,
     }
     if (found < 0)
         return true; /* never stored */
-    dir = g_ptr_array_new_with_free_func(entry_free);
+    dir = g_ptr_array_new_with_free_func(vbk_qcow2_bitmap_entry_free);
     for (guint i = 0; i < s->bitmap_dir->len; i++) {
         if ((int) i != found)
-            g_ptr_array_add(dir, entry_copy(s->bitmap_dir->pdata[i]));
+            g_ptr_array_add(
+                dir, vbk_qcow2_bitmap_entry_copy(s->bitmap_dir->pdata[i]));
     }
     queue_entry_clusters(bs, s->bitmap_dir->pdata[found], old_runs);
     ret = dir_commit(bs, dir, old_runs, allocated);

@@ -427,7 +427,8 @@ qcow2_decode_backing(const uint8_t *buf,
                     _("Backing file name too long"));
         return false;
     }
-    *ext_end = h->backing_file_offset;
+    /* the extensions end where the name starts, inside what we read */
+    *ext_end = MIN(h->backing_file_offset, len);
     if (h->backing_file_size == 0)
         return true;
     if (h->backing_file_offset < h->header_length ||

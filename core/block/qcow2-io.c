@@ -529,7 +529,11 @@ vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
         } else {
             if (!real_zeroes)
                 n = MIN(n, cs - (offset & (cs - 1)));
-            if (!qcow2_reads_zero(bs, offset, n, entry))
+            if (qcow2_reads_zero(bs, offset, n, entry))
+                ret = 0;
+            else if (flags & VBK_REQ_NO_FALLBACK)
+                ret = -ENOTSUP; /* writing zeroes as data is not fast */
+            else
                 ret = qcow2_write_zero_data(bs, offset, n);
         }
         if (ret < 0)

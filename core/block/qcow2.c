@@ -120,7 +120,8 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
     VbkQcow2State *s = bs->opaque;
     int64_t len = vbk_block_node_getlength(bs->file);
     g_autofree uint8_t *buf = NULL;
-    size_t want;
+    size_t want, have;
+    uint32_t cbits;
     int ret;
 
     if (len < 0)
@@ -128,11 +129,19 @@ qcow2_open_image(VbkBlockNode *bs, GError **error)
                                   _("Could not read the image size"));
     s->file_size = len;
     want = MIN((uint64_t) len, 1u << QCOW2_MAX_CLUSTER_BITS);
-    /* a file shorter than the header reads as zero-padded, as in QEMU */
     buf = g_malloc0(MAX(want, 512));
     if (want && (ret = vbk_block_pread(bs->file, 0, want, buf)) < 0)
         return qcow2_set_io_error(error, ret, _("Could not read the header"));
-    if (!vbk_qcow2_header_decode(buf, MAX(want, 512), len, &s->hdr, error))
+    /* cluster 0 past the end of a short file reads as zeroes, as in QEMU */
+    cbits = qcow2_be32(buf + 20);
+    have = MAX(want, 512);
+    if (cbits >= QCOW2_MIN_CLUSTER_BITS && cbits <= QCOW2_MAX_CLUSTER_BITS &&
+        (1u << cbits) > have) {
+        buf = g_realloc(buf, 1u << cbits);
+        memset(buf + have, 0, (1u << cbits) - have);
+        have = 1u << cbits;
+    }
+    if (!vbk_qcow2_header_decode(buf, have, len, &s->hdr, error))
         return false;
     s->writable = !bs->read_only;
     if (s->writable && (s->hdr.incompatible & QCOW2_INCOMPAT_CORRUPT)) {

@@ -15,7 +15,11 @@
  *
  *   CC=clang meson setup build-fuzz -Dfuzz=true \
  *       -Db_sanitize=address,undefined -Db_lundef=false
- *   build-fuzz/tests/fuzz/fuzz-qcow2 tests/fuzz/corpus/qcow2 -max_total_time=60
+ *   build-fuzz/tests/fuzz/fuzz-qcow2 tests/fuzz/corpus/fuzz-qcow2 \
+ *       -max_total_time=60
+ *
+ * The target compiles the core sources itself, so that -fsanitize=fuzzer
+ * instruments the qcow2 driver and libFuzzer gets its coverage.
  */
 #include <errno.h>
 #include <stdint.h>

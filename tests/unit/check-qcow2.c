@@ -574,6 +574,38 @@ START_TEST(test_create_options)
 }
 END_TEST
 
+/* Preallocated images: every cluster already mapped (zero-flagged with
+ * a host cluster for metadata preallocation on v3). */
+START_TEST(test_preallocated)
+{
+    static const char *const modes[] = {
+        "preallocation=metadata",
+        "preallocation=falloc",
+        "preallocation=metadata,compat=0.10",
+    };
+    g_autofree char *path = path_of("p.qcow2");
+    VbkBlockNode *bs;
+    uint64_t pnum;
+    uint8_t b[3000];
+
+    qemu_img_create(path, modes[_i], NULL, "2M");
+    bs = open_image(path, false);
+    assert_read_pattern(bs, 0, 2 << 20, 0);
+    ck_assert_int_ge(vbk_block_block_status(bs, 0, 2 << 20, &pnum, NULL, NULL),
+                     0);
+    memset(b, 0x71, sizeof(b));
+    ck_assert_int_eq(vbk_block_pwrite(bs, 65536 + 7, sizeof(b), b, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, 65536, 512, 0), 0);
+    ck_assert_int_eq(vbk_block_pwrite_zeroes(bs, 1 << 20, 1 << 19, 0), 0);
+    ck_assert_int_eq(vbk_block_pdiscard(bs, 3 << 19, 1 << 19), 0);
+    close_node(bs);
+    assert_check_clean(path);
+    qemu_io_check(path, "read -P 0 64k 512");
+    qemu_io_check(path, "read -P 0x71 66048 2495");
+    qemu_io_check(path, "read -P 0 1M 1M");
+}
+END_TEST
+
 /* A writer with lazy refcounts killed: the dirty bit is left set. */
 START_TEST(test_lazy_refcounts_dirty)
 {
@@ -650,6 +682,89 @@ START_TEST(test_internal_snapshot)
     assert_check_clean(path);
     qemu_io_check(path, "read -P 0x10 0 1M");
     qemu_io_check(path, "read -P 0 1M 3M");
+}
+END_TEST
+
+/* ---- random workload on an overlay ------------------------------- */
+
+typedef struct {
+    uint32_t cs;
+    int version;
+    int refbits;
+} ChainCase;
+
+static const ChainCase chain_cases[] = {
+    {65536, 3, 16},
+    {4096, 3, 2},
+    {65536, 2, 16},
+    {512, 2, 16},
+};
+
+/* Overlay on a 3 MiB base, itself 4 MiB and grown: random writes, zero
+ * writes, discards and a grow; qemu-img must read the chain as the
+ * shadow says.  Discarded whole clusters read as zeroes on v3 (zero
+ * flag) but show the backing file again on v2. */
+START_TEST(test_overlay_random)
+{
+    const ChainCase *c = &chain_cases[_i];
+    g_autofree char *base = path_of("rb.qcow2");
+    g_autofree char *top = path_of("rt.qcow2");
+    uint64_t bsize = 3 << 20, size = 4 << 20;
+    g_autofree uint8_t *below = g_malloc0(8 << 20);
+    VbkQcow2CreateOptions o = {.size = size,
+                               .cluster_size = c->cs,
+                               .version = c->version,
+                               .refcount_bits = c->refbits,
+                               .backing_file = "rb.qcow2",
+                               .backing_fmt = "qcow2"};
+    GRand *r = g_rand_new_with_seed(77 + _i);
+    Shadow sh = {.size = size, .cs = c->cs};
+
+    qemu_img_create(base, "cluster_size=65536", NULL, "3M");
+    qemu_io(base, "write -P 0xb1 0 3M");
+    memset(below, 0xb1, bsize);
+    create_image(top, &o);
+    sh.shadow = g_malloc(size);
+    memcpy(sh.shadow, below, size);
+    sh.bs = open_image(top, false);
+    for (int op = 0; op < 120; op++) {
+        uint64_t off = g_rand_int_range(r, 0, sh.size / 512) * 512ull +
+                       g_rand_int_range(r, 0, 2) * 7;
+        uint64_t want = (uint64_t) g_rand_int_range(r, 1, 400) * 512;
+        uint64_t len = MIN(sh.size - off, want);
+        uint64_t a, b;
+
+        switch (g_rand_int_range(r, 0, 5)) {
+        case 0:
+        case 1:
+            sh_write(&sh, off, len, (uint8_t) op);
+            break;
+        case 2:
+            sh_zero(&sh, off, len, g_rand_boolean(r) ? VBK_REQ_MAY_UNMAP : 0);
+            break;
+        case 3:
+            a = (off + c->cs - 1) / c->cs * c->cs;
+            b = (off + len) / c->cs * c->cs;
+            ck_assert_int_eq(vbk_block_pdiscard(sh.bs, off, len), 0);
+            if (b > a && c->version >= 3)
+                memset(sh.shadow + a, 0, b - a);
+            else if (b > a)
+                memcpy(sh.shadow + a, below + a, b - a);
+            break;
+        default:
+            if (op == 60)
+                sh_grow(&sh, 6 << 20);
+            assert_read(sh.bs, sh.shadow + off, off, len);
+            break;
+        }
+    }
+    ck_assert_int_eq(vbk_block_flush(sh.bs), 0);
+    assert_read(sh.bs, sh.shadow, 0, sh.size);
+    close_node(sh.bs);
+    g_rand_free(r);
+    assert_check_clean(top);
+    assert_qemu_content(top, sh.shadow, sh.size);
+    g_free(sh.shadow);
 }
 END_TEST
 
@@ -904,6 +1019,18 @@ START_TEST(test_bad_headers)
 
     ck_assert(g_file_set_contents(path, "QFI", 3, NULL));
     open_fails(path, true, "Image is not in qcow2 format");
+
+    /* a backing name offset past the end of a short file (found by
+     * fuzz-qcow2): the extension walk stays inside cluster 0 */
+    qemu_img_create(path, "compat=1.1", NULL, "1M");
+    {
+        static const uint8_t boff[] = {0, 0, 0, 0, 0, 0, 8, 0};
+        static const uint8_t ext[] = {0, 0x23, 0, 0, 0, 0, 0, 0x10};
+        patch(path, 8, boff, 8);
+        patch(path, 0x70, ext, 8); /* unknown extension, 16 bytes */
+        ck_assert_int_eq(truncate(path, 580), 0);
+    }
+    open_fails(path, true, "L1 table offset invalid or outside the image file");
 }
 END_TEST
 
@@ -1036,8 +1163,15 @@ qcow2_suite(void)
     tcase_add_test(tc, test_backing_chain);
     tcase_add_test(tc, test_create_backing);
     tcase_add_test(tc, test_create_options);
+    tcase_add_loop_test(tc, test_preallocated, 0, 3);
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_loop_test(tc, test_internal_snapshot, 0, 3);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("overlay");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_overlay_random, 0, G_N_ELEMENTS(chain_cases));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");
