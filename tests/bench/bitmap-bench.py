@@ -45,6 +45,11 @@ sparse run (8192 writes: ~8000 separate granules) and a dense one
 
 Runs are interleaved (for each run: for each bitmap count: QEMU, then
 vbackup) so that drift on a shared machine hits every configuration.
+Beside the wall-clock throughput, the CPU time each side spent is
+measured (QEMU: qemu-storage-daemon's user + system time over the
+qemu-img bench run, from /proc; vbackup: bitmap-bench's own, writes and
+sync) and shown as the increase over 0 bitmaps ("cpu+"): on a loaded
+machine that is the steadier figure of what the bitmaps cost.
 """
 
 import os
@@ -71,8 +76,15 @@ def env_int(name, default):
     return int(os.environ.get(name, default))
 
 
+def proc_cpu(pid):
+    """User + system seconds of process @pid so far."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def seconds(text, what):
-    m = re.search(r'^%s in ([0-9.]+) seconds\.$' % what, text, re.M)
+    m = re.search(r'^%s ([0-9.]+) seconds\.$' % what, text, re.M)
     if not m:
         raise RuntimeError('no "%s" in:\n%s' % (what, text))
     return float(m.group(1))
@@ -130,6 +142,7 @@ class Bench:
             for i in range(n_bitmaps):
                 mon.command('block-dirty-bitmap-add', node='drive0',
                             name='bitmap%d' % i)
+            cpu = proc_cpu(proc.pid)
             out = subprocess.run(
                 ['qemu-img', 'bench', '-w', '-f', 'raw', '-c',
                  str(self.count), '-s', str(REQ), '-S', str(STEP), '-d',
@@ -137,6 +150,7 @@ class Bench:
                  'nbd+unix:///drive0?socket=%s' % self.nsock],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 check=True).stdout
+            cpu = proc_cpu(proc.pid) - cpu
             bitmaps = [b for n in mon.command('query-named-block-nodes')
                        if n['node-name'] == 'drive0'
                        for b in n.get('dirty-bitmaps', [])]
@@ -148,7 +162,7 @@ class Bench:
         finally:
             qmp.stop(proc)
             proc.stderr.close()
-        return seconds(out, 'Run completed')
+        return seconds(out, 'Run completed in'), cpu
 
     def run_vbk(self, n_bitmaps, direct):
         out = subprocess.run(
@@ -157,7 +171,8 @@ class Bench:
              'none' if direct else 'writeback', self.img],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             check=True).stdout
-        return (seconds(out, 'Run completed'), seconds(out, 'Bitmaps synced'))
+        return (seconds(out, 'Run completed in'), seconds(out, 'Bitmaps synced in'),
+                seconds(out, 'CPU time'))
 
     def mibps(self, secs):
         return self.count * REQ / secs / 1048576
@@ -172,20 +187,27 @@ def measure(bench, cache, runs, counts):
         for n in counts:
             qemu[n].append(bench.run_qemu(n, direct))
             vbk[n].append(bench.run_vbk(n, direct))
-    q0 = bench.mibps(statistics.median(qemu[counts[0]]))
-    v0 = bench.mibps(statistics.median([w + s for w, s in vbk[counts[0]]]))
+    med = statistics.median
+    q0 = bench.mibps(med([w for w, _ in qemu[counts[0]]]))
+    qc0 = med([c for _, c in qemu[counts[0]]])
+    v0 = bench.mibps(med([w + s for w, s, _ in vbk[counts[0]]]))
+    vc0 = med([c for _, _, c in vbk[counts[0]]])
     for n in counts:
-        q = bench.mibps(statistics.median(qemu[n]))
-        v = bench.mibps(statistics.median([w + s for w, s in vbk[n]]))
-        sync = statistics.median([s for _, s in vbk[n]])
-        print('%-10s %6d %7d %11.1f %8.1f%% %11.1f %8.1f%% %10.3f' % (
-            cache, bench.count, n, q, 100 * (1 - q / q0), v,
-            100 * (1 - v / v0), sync))
+        q = bench.mibps(med([w for w, _ in qemu[n]]))
+        qc = med([c for _, c in qemu[n]])
+        v = bench.mibps(med([w + s for w, s, _ in vbk[n]]))
+        vc = med([c for _, _, c in vbk[n]])
+        sync = med([s for _, s, _ in vbk[n]])
+        print('%-9s %6d %4d %9.1f %7.1f%% %7.1f%% %9.1f %7.1f%% %7.1f%% '
+              '%7.3f' % (cache, bench.count, n, q, 100 * (1 - q / q0),
+                         100 * (qc / qc0 - 1), v, 100 * (1 - v / v0),
+                         100 * (vc / vc0 - 1), sync))
         sys.stdout.flush()
-        sys.stderr.write('  %s %d x %d runs (s): qemu %s | vbk write+sync '
-                         '%s\n' % (cache, bench.count, n,
-                                   ' '.join('%.3f' % t for t in qemu[n]),
-                                   ' '.join('%.3f+%.3f' % t for t in vbk[n])))
+        sys.stderr.write('  %s %d x %d runs (s): qemu wall/cpu %s | vbk '
+                         'write+sync/cpu %s\n' % (
+                             cache, bench.count, n,
+                             ' '.join('%.3f/%.2f' % t for t in qemu[n]),
+                             ' '.join('%.3f+%.3f/%.3f' % t for t in vbk[n])))
 
 
 def main():
@@ -203,9 +225,9 @@ def main():
         print('  QEMU: qemu-storage-daemon + NBD, qemu-img bench -d %d; '
               'vbackup: in-process, %d thread(s), bitmap sync included'
               % (bench.qdepth, bench.vdepth))
-        print('%-10s %6s %7s %11s %9s %11s %9s %10s' % (
-            'cache', 'writes', 'bitmaps', 'qemu MiB/s', 'qemu slow',
-            'vbk MiB/s', 'vbk slow', 'vbk sync s'))
+        print('%-9s %6s %4s %9s %8s %8s %9s %8s %8s %7s' % (
+            'cache', 'writes', 'bmps', 'qemu MiB/s', 'slow', 'cpu+',
+            'vbk MiB/s', 'slow', 'cpu+', 'sync s'))
         for cache in caches:
             for bench.count in sizes:
                 measure(bench, cache, runs, counts)
