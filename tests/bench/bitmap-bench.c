@@ -46,8 +46,8 @@ typedef struct {
     uint64_t step;
     uint64_t size;
     gint64 count;
-    gint64 next;  /* atomic: next request number */
-    gint failed;  /* atomic: first -errno */
+    gint64 next; /* atomic: next request number */
+    gint failed; /* atomic: first -errno */
 } Bench;
 
 static uint64_t
@@ -100,7 +100,8 @@ bench_worker(gpointer data)
         if (ret < 0) {
             g_atomic_int_compare_and_exchange(&b->failed, 0, ret);
             g_printerr("bitmap-bench: write at %" G_GUINT64_FORMAT
-                       " failed: %s\n", off, g_strerror(-ret));
+                       " failed: %s\n",
+                       off, g_strerror(-ret));
         }
     }
     free(buf);
@@ -205,8 +206,8 @@ bench_run(Bench *b, int depth)
 
     printf("Sending %" G_GINT64_FORMAT " write requests, %" G_GUINT64_FORMAT
            " bytes each, %d in parallel (starting at offset %" G_GUINT64_FORMAT
-           ", step size %" G_GUINT64_FORMAT ")\n", b->count, b->size, depth,
-           b->offset, b->step);
+           ", step size %" G_GUINT64_FORMAT ")\n",
+           b->count, b->size, depth, b->offset, b->step);
     t0 = g_get_monotonic_time();
     for (int i = 0; i < depth; i++)
         g_ptr_array_add(threads, g_thread_new("bench", bench_worker, b));
@@ -227,27 +228,28 @@ main(int argc, char **argv)
     g_autofree char *offset_s = NULL, *size_s = NULL, *step_s = NULL;
     g_autofree char *cache = NULL, *gran_s = NULL;
     GOptionEntry entries[] = {
-        { "count", 'c', 0, G_OPTION_ARG_INT64, &count, "requests", "N" },
-        { "depth", 'd', 0, G_OPTION_ARG_INT, &depth, "threads", "N" },
-        { "bitmaps", 'n', 0, G_OPTION_ARG_INT, &n_bitmaps, "bitmaps", "N" },
-        { "granularity", 'g', 0, G_OPTION_ARG_STRING, &gran_s, "bitmap",
-          "BYTES" },
-        { "offset", 'o', 0, G_OPTION_ARG_STRING, &offset_s, "first", "OFF" },
-        { "size", 's', 0, G_OPTION_ARG_STRING, &size_s, "request", "SIZE" },
-        { "step", 'S', 0, G_OPTION_ARG_STRING, &step_s, "stride", "STEP" },
-        { "cache", 't', 0, G_OPTION_ARG_STRING, &cache, "none|writeback",
-          "MODE" },
-        { NULL },
+        {"count", 'c', 0, G_OPTION_ARG_INT64, &count, "requests", "N"},
+        {"depth", 'd', 0, G_OPTION_ARG_INT, &depth, "threads", "N"},
+        {"bitmaps", 'n', 0, G_OPTION_ARG_INT, &n_bitmaps, "bitmaps", "N"},
+        {"granularity", 'g', 0, G_OPTION_ARG_STRING, &gran_s, "bitmap",
+         "BYTES"},
+        {"offset", 'o', 0, G_OPTION_ARG_STRING, &offset_s, "first", "OFF"},
+        {"size", 's', 0, G_OPTION_ARG_STRING, &size_s, "request", "SIZE"},
+        {"step", 'S', 0, G_OPTION_ARG_STRING, &step_s, "stride", "STEP"},
+        {"cache", 't', 0, G_OPTION_ARG_STRING, &cache, "none|writeback",
+         "MODE"},
+        {NULL},
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("FILE");
     g_autoptr(GError) err = NULL;
-    Bench b = { 0 };
+    Bench b = {0};
     double cpu;
     int rc;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, &err) || argc != 2) {
-        g_printerr("bitmap-bench: %s\n", err ? err->message : "one FILE needed");
+        g_printerr("bitmap-bench: %s\n",
+                   err ? err->message : "one FILE needed");
         return 1;
     }
     if (cache && !g_str_equal(cache, "none") &&
@@ -265,8 +267,8 @@ main(int argc, char **argv)
         return 1;
     }
     b.bs = bench_open(argv[1], cache && g_str_equal(cache, "none"), &err);
-    if (!b.bs || !add_bitmaps(n_bitmaps, parse_size("granularity", gran_s, 0),
-                              &err)) {
+    if (!b.bs ||
+        !add_bitmaps(n_bitmaps, parse_size("granularity", gran_s, 0), &err)) {
         g_printerr("bitmap-bench: %s\n", err->message);
         return 1;
     }
