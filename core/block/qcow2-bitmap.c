@@ -95,7 +95,8 @@ header_set_bitmaps(VbkBlockNode *bs, uint32_t nb, uint64_t dsize, uint64_t doff)
     out += 8; /* end marker */
     memset(buf + hl, 0, MAX(old_end, hl + out) - hl);
     memcpy(buf + hl, ext, out);
-    qcow2_put_be64(buf + 88, autoclear);
+    if (s->hdr.version >= 3)
+        qcow2_put_be64(buf + 88, autoclear);
     ret = vbk_block_pwrite(bs->file, 0, MAX(old_end, hl + out), buf, 0);
     if (ret < 0)
         return ret;
@@ -623,6 +624,7 @@ can_store_why(VbkQcow2State *s, const char *name, uint64_t granularity)
 {
     uint32_t gb = g_bit_nth_lsf(granularity, -1);
     uint64_t len = s->hdr.size;
+    uint64_t bytes = VBK_DIV_ROUND_UP(VBK_DIV_ROUND_UP(len, granularity), 8);
 
     if (s->hdr.version < 3)
         return _("Cannot store dirty bitmaps in qcow2 v2 files");
@@ -630,8 +632,8 @@ can_store_why(VbkQcow2State *s, const char *name, uint64_t granularity)
         return _("Granularity exceeds maximum (2147483648 bytes)");
     if (gb < QCOW2_BME_MIN_GRAN_BITS)
         return _("Granularity is under minimum (512 bytes)");
-    if (len > (QCOW2_BME_MAX_PHYS_SIZE << gb) ||
-        len > (((uint64_t) QCOW2_BME_MAX_TABLE_SIZE * s->cluster_size) << gb))
+    if (bytes > QCOW2_BME_MAX_PHYS_SIZE ||
+        bytes > (uint64_t) QCOW2_BME_MAX_TABLE_SIZE * s->cluster_size)
         return _("Too much space will be occupied by the bitmap. Use larger "
                  "granularity");
     if (strlen(name) > QCOW2_BME_MAX_NAME_SIZE)

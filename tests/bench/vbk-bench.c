@@ -94,7 +94,8 @@ bench_worker(gpointer data)
         if (ret < 0) {
             g_atomic_int_compare_and_exchange(&b->failed, 0, ret);
             g_printerr("vbk-bench: request at %" G_GUINT64_FORMAT
-                       " failed: %s\n", off, g_strerror(-ret));
+                       " failed: %s\n",
+                       off, g_strerror(-ret));
         }
     }
     free(buf);
@@ -129,8 +130,9 @@ bench_run(Bench *b, int depth)
 
     printf("Sending %" G_GINT64_FORMAT " %s requests, %" G_GUINT64_FORMAT
            " bytes each, %d in parallel (starting at offset %" G_GUINT64_FORMAT
-           ", step size %" G_GUINT64_FORMAT ")\n", b->count,
-           b->write ? "write" : "read", b->size, depth, b->offset, b->step);
+           ", step size %" G_GUINT64_FORMAT ")\n",
+           b->count, b->write ? "write" : "read", b->size, depth, b->offset,
+           b->step);
     t0 = g_get_monotonic_time();
     for (i = 0; i < depth; i++)
         g_ptr_array_add(threads, g_thread_new("bench", bench_worker, b));
@@ -155,21 +157,21 @@ main(int argc, char **argv)
     g_autofree char *cache = NULL;
     gboolean write = FALSE;
     GOptionEntry entries[] = {
-        { "count", 'c', 0, G_OPTION_ARG_INT64, &count, "requests", "N" },
-        { "depth", 'd', 0, G_OPTION_ARG_INT, &depth, "threads", "N" },
-        { "format", 'f', 0, G_OPTION_ARG_STRING, &fmt, "qcow2|raw", "FMT" },
-        { "offset", 'o', 0, G_OPTION_ARG_STRING, &offset_s, "first", "OFF" },
-        { "size", 's', 0, G_OPTION_ARG_STRING, &size_s, "request", "SIZE" },
-        { "step", 'S', 0, G_OPTION_ARG_STRING, &step_s, "stride", "STEP" },
-        { "cache", 't', 0, G_OPTION_ARG_STRING, &cache, "none|writeback",
-          "MODE" },
-        { "write", 'w', 0, G_OPTION_ARG_NONE, &write, "write", NULL },
-        { "pattern", 0, 0, G_OPTION_ARG_INT, &pattern, "byte", "N" },
-        { NULL },
+        {"count", 'c', 0, G_OPTION_ARG_INT64, &count, "requests", "N"},
+        {"depth", 'd', 0, G_OPTION_ARG_INT, &depth, "threads", "N"},
+        {"format", 'f', 0, G_OPTION_ARG_STRING, &fmt, "qcow2|raw", "FMT"},
+        {"offset", 'o', 0, G_OPTION_ARG_STRING, &offset_s, "first", "OFF"},
+        {"size", 's', 0, G_OPTION_ARG_STRING, &size_s, "request", "SIZE"},
+        {"step", 'S', 0, G_OPTION_ARG_STRING, &step_s, "stride", "STEP"},
+        {"cache", 't', 0, G_OPTION_ARG_STRING, &cache, "none|writeback",
+         "MODE"},
+        {"write", 'w', 0, G_OPTION_ARG_NONE, &write, "write", NULL},
+        {"pattern", 0, 0, G_OPTION_ARG_INT, &pattern, "byte", "N"},
+        {NULL},
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("FILE");
     g_autoptr(GError) err = NULL;
-    Bench b = { 0 };
+    Bench b = {0};
     int rc;
 
     g_option_context_add_main_entries(ctx, entries, NULL);

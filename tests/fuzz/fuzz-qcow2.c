@@ -74,12 +74,12 @@ open_image(void)
     GVariant *opts;
     VbkBlockNode *bs;
 
-    opts = g_variant_new_parsed(
-        "{'driver': <'qcow2'>, 'node-name': <'fuzz0'>,"
-        " 'read-only': <true>, 'backing': <''>,"
-        " 'file': <{'driver': <'file'>, 'filename': <%s>,"
-        "           'read-only': <true>}>}",
-        path);
+    opts =
+        g_variant_new_parsed("{'driver': <'qcow2'>, 'node-name': <'fuzz0'>,"
+                             " 'read-only': <true>, 'backing': <''>,"
+                             " 'file': <{'driver': <'file'>, 'filename': <%s>,"
+                             "           'read-only': <true>}>}",
+                             path);
     /* a refused image is a normal outcome; the message must exist */
     bs = vbk_block_node_open(opts, &err);
     if (!bs && (!err || !err->message || !err->message[0]))

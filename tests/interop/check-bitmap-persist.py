@@ -210,8 +210,16 @@ def nbd_extents(tmp, img, name):
         deadline = time.monotonic() + 10
         while not os.path.exists(sock) and time.monotonic() < deadline:
             time.sleep(0.02)
-        out = run('nbdinfo', '--map=qemu:dirty-bitmap:' + name,
-                  'nbd+unix:///?socket=' + sock).stdout
+        while True:  # the socket exists a moment before it listens
+            p = run('nbdinfo', '--map=qemu:dirty-bitmap:' + name,
+                    'nbd+unix:///?socket=' + sock, check=False)
+            if p.returncode == 0 or time.monotonic() > deadline or \
+                    'Connection refused' not in p.stderr:
+                break
+            time.sleep(0.02)
+        if p.returncode != 0:
+            raise RuntimeError('nbdinfo failed: ' + p.stderr)
+        out = p.stdout
     finally:
         proc.terminate()
         proc.wait()
@@ -299,6 +307,33 @@ def test_vbk_to_qemu(t, d, tmp):
     mon.command('blockdev-del', node_name='d0')
     t.ok(not any('in-use' in b['flags'] for b in info_bitmaps(img)),
          'vbk: close clears in-use')
+
+
+def test_cycles(t, d, tmp):
+    """Sessions that add, remove and dirty bitmaps leak no cluster."""
+    img = os.path.join(tmp, 'y.qcow2')
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', img, '32M')
+    mon = d.mon
+    clean = True
+    names = []
+    for i in range(6):
+        mon.command('blockdev-add', qcow2_node('y', img))
+        mon.command('block-dirty-bitmap-add', node='y', name='c%d' % i,
+                    persistent=True, granularity=4096 << (i % 3))
+        names.append('c%d' % i)
+        if i >= 2:
+            mon.command('block-dirty-bitmap-remove', node='y',
+                        name='c%d' % (i - 2))
+            names.remove('c%d' % (i - 2))
+        mon.hmp('qemu-io y "write %dM 300k"' % (i * 3))
+        shas = {n: sha_of(mon, 'y', n) for n in names}
+        mon.command('blockdev-del', node_name='y')
+        rc, out = check(img)
+        clean = clean and rc == 0 and 'leak' not in out
+    t.ok(clean, 'cycles: qemu-img check clean after every session')
+    t.eq(sorted(b['name'] for b in info_bitmaps(img)), sorted(names),
+         'cycles: the directory holds exactly the live bitmaps')
+    t.eq(d.qsd_bitmaps(img)[1], shas, 'cycles: contents as QEMU reads them')
 
 
 def make_qemu_image(img):
@@ -430,6 +465,20 @@ def test_v2_and_stale(t, d, tmp):
         t.eq(mon2.get('error', {}).get('desc'), want,
              'add: %s refusal as QEMU' % what)
     mon.command('blockdev-del', node_name='d0')
+    big = os.path.join(tmp, 'big.qcow2')
+    for size, gran in (('2T', 512), ('2049G', 512), ('5T', 1024)):
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', big, size)
+        shutil.copy(big, big + '.twin')
+        add = ('block-dirty-bitmap-add', {'node': 'd0', 'name': 'b0',
+                                          'persistent': True,
+                                          'granularity': gran})
+        cmds = [('blockdev-add', qcow2_node('d0', big)), add]
+        want = d.qsd_error([('blockdev-add',
+                             qcow2_node('d0', big + '.twin')), add])
+        mon.command(*cmds[0])
+        t.eq(mon.cmd(*cmds[1]).get('error', {}).get('desc'), want,
+             'add: bitmap size limit (%s, %d) as QEMU' % (size, gran))
+        mon.command('blockdev-del', node_name='d0')
 
     # autoclear bit 0 cleared by "a program lacking bitmap support"
     img = os.path.join(tmp, 's.qcow2')
@@ -640,9 +689,9 @@ def main():
     d = Daemons(exe, tmp)
     try:
         d.start()
-        for test in (test_vbk_to_qemu, test_qemu_to_vbk, test_crash,
-                     test_v2_and_stale, test_resize, test_store_failure,
-                     test_damaged):
+        for test in (test_vbk_to_qemu, test_cycles, test_qemu_to_vbk,
+                     test_crash, test_v2_and_stale, test_resize,
+                     test_store_failure, test_damaged):
             try:
                 test(t, d, tmp)
             except Exception as e:  # report and go on with the next one

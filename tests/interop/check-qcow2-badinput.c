@@ -75,11 +75,14 @@ typedef struct {
     uint64_t pre_value;
 } BadCase;
 
+/* clang-format off */
 #define HDR(n, off, w, v, e, text, ...)                                   \
     { .name = n, .where = AT_HEADER, .offset = off, .width = w,           \
       .value = v, .expect = e, .qemu_text = text,                         \
       .keywords = { __VA_ARGS__ } }
+/* clang-format on */
 
+/* clang-format off */
 static const BadCase bad_cases[] = {
     HDR("magic", 0, 4, 0x51464900, OPEN_FAILS,
         "Image is not in qcow2 format", NULL),
@@ -165,6 +168,7 @@ static const BadCase bad_cases[] = {
       .width = 8, .value = 0x100000000ull, .expect = ALLOC_FAILS,
       .keywords = { "refcount", "reference count" } },
 };
+/* clang-format on */
 
 static uint64_t
 get_be(const uint8_t *p, int width)
@@ -204,10 +208,11 @@ make_base(const char *img)
     g_autofree char *err = NULL;
 
     ck_assert_int_eq(itu_run(NULL, NULL, "qemu-img", "create", "-q", "-f",
-                             "qcow2", img, "4M", NULL), 0);
+                             "qcow2", img, "4M", NULL),
+                     0);
     ck_assert_msg(itu_run(NULL, &err, "qemu-io", "-f", "qcow2", "-c",
-                          "write -P 0x5a 0 128k", "-c",
-                          "write -P 0x6b 1M 64k", img, NULL) == 0,
+                          "write -P 0x5a 0 128k", "-c", "write -P 0x6b 1M 64k",
+                          img, NULL) == 0,
                   "%s", err);
     itu_assert_qemu_img_check(img);
 }
@@ -302,11 +307,11 @@ expect_io_fails(const BadCase *c, const char *img, bool read_only)
         return;
     }
     ret = vbk_block_pread(bs, 0, 65536, buf);
-    ck_assert_msg(ret == -EIO, "%s: read returned %d (%s), want -EIO",
-                  c->name, ret, ret ? g_strerror(-ret) : "success");
+    ck_assert_msg(ret == -EIO, "%s: read returned %d (%s), want -EIO", c->name,
+                  ret, ret ? g_strerror(-ret) : "success");
     /* the undamaged range still reads */
-    ck_assert_int_eq(vbk_block_pread(bs, 1 << 20, 65536, buf), c->where ==
-                     AT_L1 ? -EIO : 0);
+    ck_assert_int_eq(vbk_block_pread(bs, 1 << 20, 65536, buf),
+                     c->where == AT_L1 ? -EIO : 0);
     itu_close(bs);
 }
 
@@ -324,8 +329,8 @@ expect_alloc_fails(const BadCase *c, const char *img)
     }
     memset(buf, 0xc3, 65536);
     ret = vbk_block_pwrite(bs, 3 << 20, 65536, buf, 0);
-    ck_assert_msg(ret == -EIO, "%s: allocating write returned %d (%s)",
-                  c->name, ret, ret ? g_strerror(-ret) : "success");
+    ck_assert_msg(ret == -EIO, "%s: allocating write returned %d (%s)", c->name,
+                  ret, ret ? g_strerror(-ret) : "success");
     itu_close(bs);
 }
 
@@ -338,7 +343,8 @@ expect_ro_reads(const char *img, const char *dir)
     VbkBlockNode *bs;
 
     ck_assert_int_eq(itu_run(NULL, NULL, "qemu-img", "convert", "-f", "qcow2",
-                             "-O", "raw", img, raw, NULL), 0);
+                             "-O", "raw", img, raw, NULL),
+                     0);
     bs = itu_open_qcow2(img, "bad0", true, false, &err);
     ck_assert_msg(bs, "corrupt bit: read-only open refused: %s",
                   err ? err->message : "?");

@@ -63,6 +63,7 @@ typedef struct {
  * at 512 B (the extremes of refblock coverage), v2 at three cluster
  * sizes, and a few mixed corners.
  */
+/* clang-format off */
 static const WorkloadCase workload_cases[] = {
     { 512, 16, 3 },     { 1 * KiB, 16, 3 },   { 2 * KiB, 16, 3 },
     { 4 * KiB, 16, 3 }, { 8 * KiB, 16, 3 },   { 16 * KiB, 16, 3 },
@@ -76,6 +77,7 @@ static const WorkloadCase workload_cases[] = {
     { 512, 16, 2 },     { 64 * KiB, 16, 2 },  { 2 * MiB, 16, 2 },
     { 4 * KiB, 1, 3 },  { 2 * MiB, 64, 3 },   { 1 * MiB, 1, 3 },
 };
+/* clang-format on */
 
 typedef struct {
     VbkBlockNode *bs;
@@ -138,8 +140,8 @@ shadow_zero(Workload *w, uint64_t off, uint64_t len)
 
     if (len == 0)
         return;
-    if (fallocate(w->shadow, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  off, len) == 0)
+    if (fallocate(w->shadow, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                  len) == 0)
         return;
     z = g_malloc0(len);
     ck_assert_int_eq(pwrite(w->shadow, z, len, off), (ssize_t) len);
@@ -158,10 +160,10 @@ op_write(Workload *w)
     }
     itu_fill_random(w->rand, w->buf, len);
     ret = vbk_block_pwrite(w->bs, off, len, w->buf,
-                           g_rand_int_range(w->rand, 0, 8) ? 0
-                                                           : VBK_REQ_FUA);
-    ck_assert_msg(ret == 0, "pwrite %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
-                  ": %s", off, len, g_strerror(-ret));
+                           g_rand_int_range(w->rand, 0, 8) ? 0 : VBK_REQ_FUA);
+    ck_assert_msg(ret == 0,
+                  "pwrite %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT ": %s", off,
+                  len, g_strerror(-ret));
     ck_assert_int_eq(pwrite(w->shadow, w->buf, len, off), (ssize_t) len);
     w->counts[0]++;
 }
@@ -175,9 +177,10 @@ op_write_zeroes(Workload *w)
 
     pick_range(w, w->size, &off, &len);
     ret = vbk_block_pwrite_zeroes(w->bs, off, len, flags);
-    ck_assert_msg(ret == 0, "pwrite_zeroes %" G_GUINT64_FORMAT
-                  "+%" G_GUINT64_FORMAT " flags %d: %s", off, len, flags,
-                  g_strerror(-ret));
+    ck_assert_msg(ret == 0,
+                  "pwrite_zeroes %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
+                  " flags %d: %s",
+                  off, len, flags, g_strerror(-ret));
     shadow_zero(w, off, len);
     w->counts[1]++;
 }
@@ -193,8 +196,9 @@ op_discard(Workload *w)
         return;
     pick_range(w, limit, &off, &len);
     ret = vbk_block_pdiscard(w->bs, off, len);
-    ck_assert_msg(ret == 0, "pdiscard %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
-                  ": %s", off, len, g_strerror(-ret));
+    ck_assert_msg(ret == 0,
+                  "pdiscard %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT ": %s",
+                  off, len, g_strerror(-ret));
     zs = ITU_ROUND_UP(off, w->cs);
     ze = ITU_ROUND_DOWN(off + len, w->cs);
     if (ze > zs)
@@ -279,10 +283,10 @@ assert_qcowinfo(const char *img, int version, uint64_t size)
 {
     g_autofree char *out = NULL;
     g_autofree char *err = NULL;
-    g_autofree char *want_size = g_strdup_printf("(%" G_GUINT64_FORMAT
-                                                 " bytes)", size);
-    g_autofree char *want_ver = g_strdup_printf("Format version\t\t: %d",
-                                                version);
+    g_autofree char *want_size =
+        g_strdup_printf("(%" G_GUINT64_FORMAT " bytes)", size);
+    g_autofree char *want_ver =
+        g_strdup_printf("Format version\t\t: %d", version);
     int rc = itu_run(&out, &err, "qcowinfo", img, NULL);
 
     ck_assert_msg(rc == 0, "qcowinfo %s: exit %d\n%s%s", img, rc, out, err);
@@ -302,11 +306,14 @@ compare_libqcow_range(ItuLibqcow *q, int shadow, uint64_t off, uint64_t len)
         size_t n = MIN(chunk, len);
         int64_t got = itu_libqcow_pread(q, a, n, off, &err);
 
-        ck_assert_msg(got == (int64_t) n, "libqcow read %" G_GUINT64_FORMAT
-                      "+%zu: %s", off, n, err ? err->message : "short");
+        ck_assert_msg(got == (int64_t) n,
+                      "libqcow read %" G_GUINT64_FORMAT "+%zu: %s", off, n,
+                      err ? err->message : "short");
         ck_assert_int_eq(pread(shadow, b, n, off), (ssize_t) n);
-        ck_assert_msg(memcmp(a, b, n) == 0, "libqcow differs from the shadow"
-                      " in %" G_GUINT64_FORMAT "+%zu", off, n);
+        ck_assert_msg(memcmp(a, b, n) == 0,
+                      "libqcow differs from the shadow"
+                      " in %" G_GUINT64_FORMAT "+%zu",
+                      off, n);
         off += n;
         len -= n;
     }
@@ -314,8 +321,8 @@ compare_libqcow_range(ItuLibqcow *q, int shadow, uint64_t off, uint64_t len)
 
 /* libqcow's bytes against the shadow, where libqcow can be right. */
 static void
-assert_libqcow_reads(VbkBlockNode *bs, const char *img, int shadow,
-                     int version, uint64_t size)
+assert_libqcow_reads(
+    VbkBlockNode *bs, const char *img, int shadow, int version, uint64_t size)
 {
     g_autoptr(GError) err = NULL;
     ItuLibqcow *q = itu_libqcow_open(img, &err);
@@ -325,11 +332,10 @@ assert_libqcow_reads(VbkBlockNode *bs, const char *img, int shadow,
     ck_assert_int_eq(itu_libqcow_media_size(q), size);
     while (off < size) {
         uint64_t pnum = 0;
-        int st = vbk_block_block_status(bs, off, size - off, &pnum, NULL,
-                                        NULL);
+        int st = vbk_block_block_status(bs, off, size - off, &pnum, NULL, NULL);
 
-        ck_assert_msg(st >= 0, "block status at %" G_GUINT64_FORMAT ": %s",
-                      off, g_strerror(-st));
+        ck_assert_msg(st >= 0, "block status at %" G_GUINT64_FORMAT ": %s", off,
+                      g_strerror(-st));
         ck_assert(pnum > 0 && pnum <= size - off);
         if (version == 2 || ((st & VBK_BS_DATA) && !(st & VBK_BS_ZERO))) {
             compare_libqcow_range(q, shadow, off, pnum);
@@ -363,15 +369,15 @@ START_TEST(test_workload)
         .version = c->version,
         .refcount_bits = c->refcount_bits,
     };
-    Workload w = { .cs = c->cluster_size };
+    Workload w = {.cs = c->cluster_size};
     guint32 seed = base_seed ^ (guint32) (_i * 0x9e3779b9u);
 
     g_printerr("# workload: cluster %u, refcount %d, v%d, seed %u\n",
                c->cluster_size, c->refcount_bits, c->version, seed);
     w.rand = g_rand_new_with_seed(seed);
     /* odd start sizes too: a multiple of 512 not of the cluster */
-    w.size = initial_size(c->cluster_size) +
-             (g_rand_boolean(w.rand) ? 0 : 512 * 7);
+    w.size =
+        initial_size(c->cluster_size) + (g_rand_boolean(w.rand) ? 0 : 512 * 7);
     w.max_size = w.size * 2;
     copts.size = w.size;
     itu_create_qcow2(img, &copts);
@@ -383,8 +389,9 @@ START_TEST(test_workload)
     ck_assert_msg(w.bs, "open %s: %s", img, err ? err->message : "?");
     run_workload(&w, c->cluster_size >= 1 * MiB ? 200 : 400);
     g_printerr("#   ops: %u writes, %u write-zeroes, %u discards, %u grows,"
-               " %u flushes; size %" G_GUINT64_FORMAT "\n", w.counts[0],
-               w.counts[1], w.counts[2], w.counts[3], w.counts[4], w.size);
+               " %u flushes; size %" G_GUINT64_FORMAT "\n",
+               w.counts[0], w.counts[1], w.counts[2], w.counts[3], w.counts[4],
+               w.size);
     itu_assert_node_equals_file(w.bs, raw);
     itu_close(w.bs);
 
@@ -431,8 +438,7 @@ interop_suite(void)
             g_error("VBK_WORKLOAD_CASE=%d: no such case", n);
         tcase_add_loop_test(tc, test_workload, n, n + 1);
     } else {
-        tcase_add_loop_test(tc, test_workload, 0,
-                            G_N_ELEMENTS(workload_cases));
+        tcase_add_loop_test(tc, test_workload, 0, G_N_ELEMENTS(workload_cases));
     }
     suite_add_tcase(s, tc);
     return s;

@@ -23,8 +23,8 @@
 #include "interop-util.h"
 #include "testutil.h"
 
-#define KiB (1024ull)
-#define MiB (1024ull * 1024)
+#define KiB    (1024ull)
+#define MiB    (1024ull * 1024)
 #define SECTOR 512ull
 
 typedef struct {
@@ -64,10 +64,10 @@ peer(const char *const *argv)
     ck_assert_msg(rc == 0, "%s: exit %d\n%s%s", cmd, rc, out, err);
 }
 
-#define PEER(...)                                                        \
-    do {                                                                 \
-        const char *const argv_[] = { __VA_ARGS__, NULL };               \
-        peer(argv_);                                                     \
+#define PEER(...)                                                              \
+    do {                                                                       \
+        const char *const argv_[] = {__VA_ARGS__, NULL};                       \
+        peer(argv_);                                                           \
     } while (0)
 
 /* qemu-io -f qcow2 -c CMD... IMG */
@@ -89,10 +89,10 @@ qemu_io(const char *img, const char *const *cmds)
     peer((const char *const *) argv->pdata);
 }
 
-#define QEMU_IO(img, ...)                                                \
-    do {                                                                 \
-        const char *const cmds_[] = { __VA_ARGS__, NULL };               \
-        qemu_io(img, cmds_);                                             \
+#define QEMU_IO(img, ...)                                                      \
+    do {                                                                       \
+        const char *const cmds_[] = {__VA_ARGS__, NULL};                       \
+        qemu_io(img, cmds_);                                                   \
     } while (0)
 
 /* The oracle: qemu-img's own reading of @img as a raw file. */
@@ -176,15 +176,17 @@ vbk_map(VbkBlockNode *bs, uint64_t size)
     while (off < size) {
         uint64_t pnum = 0, s;
         uint32_t depth = 0;
-        int st = vbk_block_block_status_above(bs, off, size - off, &pnum,
-                                              &depth);
+        int st =
+            vbk_block_block_status_above(bs, off, size - off, &pnum, &depth);
 
-        ck_assert_msg(st >= 0, "block status above at %" G_GUINT64_FORMAT
-                      ": %s", off, g_strerror(-st));
+        ck_assert_msg(st >= 0,
+                      "block status above at %" G_GUINT64_FORMAT ": %s", off,
+                      g_strerror(-st));
         ck_assert(pnum > 0 && pnum <= size - off);
         ck_assert_msg(off % SECTOR == 0 && pnum % SECTOR == 0,
                       "extent %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
-                      " not sector aligned", off, pnum);
+                      " not sector aligned",
+                      off, pnum);
         for (s = off / SECTOR; s < (off + pnum) / SECTOR; s++) {
             map[s].depth = depth;
             if (depth) {
@@ -211,11 +213,13 @@ assert_map_like_qemu(VbkBlockNode *bs, const char *img)
     v = vbk_map(bs, size);
     for (s = 0; s < (uint64_t) size / SECTOR; s++) {
         ck_assert_msg(q[s].depth == v[s].depth && q[s].data == v[s].data &&
-                      q[s].zero == v[s].zero,
-                      "%s sector %" G_GUINT64_FORMAT " (byte %#" G_GINT64_MODIFIER
+                          q[s].zero == v[s].zero,
+                      "%s sector %" G_GUINT64_FORMAT
+                      " (byte %#" G_GINT64_MODIFIER
                       "x): qemu depth %d data %d zero %d, vbackup depth %d"
-                      " data %d zero %d", img, s, (guint64) (s * SECTOR), q[s].depth,
-                      q[s].data, q[s].zero, v[s].depth, v[s].data, v[s].zero);
+                      " data %d zero %d",
+                      img, s, (guint64) (s * SECTOR), q[s].depth, q[s].data,
+                      q[s].zero, v[s].depth, v[s].data, v[s].zero);
     }
 }
 
@@ -261,8 +265,7 @@ START_TEST(test_zero_clusters)
 
     PEER("qemu-img", "create", "-q", "-f", "qcow2", img, "4M");
     QEMU_IO(img, "write -P 0xaa 0 2M", "write -z 256k 128k",
-            "write -z -u 1M 192k", "write -z 1049088 1000",
-            "write -z 3M 64k");
+            "write -z -u 1M 192k", "write -z 1049088 1000", "write -z 3M 64k");
     bs = assert_reads_like_qemu(img, false);
     assert_map_like_qemu(bs, img);
     itu_close(bs);
@@ -280,7 +283,7 @@ make_compressible_raw(const char *name, uint64_t size)
     uint64_t i;
 
     for (i = 0; i < size / 4; i++)
-        buf[i] = (uint8_t) (i / 512);          /* runs: compress well */
+        buf[i] = (uint8_t) (i / 512);             /* runs: compress well */
     itu_fill_random(r, buf + size / 2, size / 8); /* noise: stays raw */
     for (i = size - size / 8; i < size; i++)
         buf[i] = "vbackup qcow2 "[i % 14];
@@ -293,17 +296,17 @@ static const struct {
     const char *opts;
     uint64_t size;
 } compressed_cases[] = {
-    { "cluster_size=65536", 4 * MiB },
-    { "cluster_size=65536,compression_type=zstd", 4 * MiB },
-    { "cluster_size=4096", 2 * MiB },
-    { "cluster_size=2097152,compression_type=zstd", 8 * MiB },
-    { "cluster_size=512", 1 * MiB },
+    {"cluster_size=65536", 4 * MiB},
+    {"cluster_size=65536,compression_type=zstd", 4 * MiB},
+    {"cluster_size=4096", 2 * MiB},
+    {"cluster_size=2097152,compression_type=zstd", 8 * MiB},
+    {"cluster_size=512", 1 * MiB},
 };
 
 START_TEST(test_compressed)
 {
-    g_autofree char *raw = make_compressible_raw("src.raw",
-                                                 compressed_cases[_i].size);
+    g_autofree char *raw =
+        make_compressible_raw("src.raw", compressed_cases[_i].size);
     g_autofree char *img = path("comp.qcow2");
     g_autofree char *out = NULL;
     VbkBlockNode *bs;
@@ -311,8 +314,8 @@ START_TEST(test_compressed)
     PEER("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o",
          compressed_cases[_i].opts, raw, img);
     /* make sure the peer really wrote compressed clusters */
-    ck_assert_int_eq(itu_run(&out, NULL, "qemu-img", "check", "-f", "qcow2",
-                             img, NULL), 0);
+    ck_assert_int_eq(
+        itu_run(&out, NULL, "qemu-img", "check", "-f", "qcow2", img, NULL), 0);
     ck_assert_msg(!strstr(out, " 0.00% compressed"), "%s", out);
     bs = assert_reads_like_qemu(img, true);
     itu_close(bs);
@@ -343,13 +346,23 @@ make_dirty_image(void)
 {
     g_autofree char *img = path("lazy.qcow2");
     const char *const argv[] = {
-        "qemu-io", "-f", "qcow2", "-c", "write -P 0x77 0 256k", "-c",
-        "write -P 0x78 1M 64k", "-c", "write -P 0x79 1234567 3000", "-c",
-        "sigraise 9", img, NULL,
+        "qemu-io",
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x77 0 256k",
+        "-c",
+        "write -P 0x78 1M 64k",
+        "-c",
+        "write -P 0x79 1234567 3000",
+        "-c",
+        "sigraise 9",
+        img,
+        NULL,
     };
 
-    PEER("qemu-img", "create", "-q", "-f", "qcow2", "-o",
-         "lazy_refcounts=on", img, "4M");
+    PEER("qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on",
+         img, "4M");
     /* killed by SIGKILL: not an exit status */
     ck_assert_int_eq(itu_runv(argv, NULL, NULL), -1);
     ck_assert_msg(incompatible_features(img) & 1, "dirty bit not set");
@@ -360,7 +373,7 @@ START_TEST(test_lazy_refcounts_dirty)
 {
     g_autofree char *img = make_dirty_image();
     VbkBlockNode *bs = assert_reads_like_qemu(img, false);
-    VbkFormatInfo info = { 0 };
+    VbkFormatInfo info = {0};
 
     ck_assert(vbk_block_node_format_info(bs, &info));
     ck_assert(info.lazy_refcounts);
@@ -393,7 +406,7 @@ START_TEST(test_v2)
 {
     g_autofree char *img = path("v2.qcow2");
     VbkBlockNode *bs;
-    VbkFormatInfo info = { 0 };
+    VbkFormatInfo info = {0};
 
     PEER("qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", img,
          "5M");
@@ -416,7 +429,8 @@ START_TEST(test_2m_clusters)
     PEER("qemu-img", "create", "-q", "-f", "qcow2", "-o",
          "cluster_size=2097152", img, "16M");
     QEMU_IO(img, "write -P 0x31 0 100k", "write -P 0x32 3145729 3M",
-            "write -z 8M 2M", "write -P 0x33 12M 512", "write -z 12587008 4096");
+            "write -z 8M 2M", "write -P 0x33 12M 512",
+            "write -z 12587008 4096");
     bs = assert_reads_like_qemu(img, false);
     ck_assert_int_eq(vbk_block_node_cluster_size(bs), 2 * MiB);
     assert_map_like_qemu(bs, img);
@@ -434,8 +448,7 @@ readback_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_backing_chain_of_three);
     tcase_add_test(tc, test_zero_clusters);
-    tcase_add_loop_test(tc, test_compressed, 0,
-                        G_N_ELEMENTS(compressed_cases));
+    tcase_add_loop_test(tc, test_compressed, 0, G_N_ELEMENTS(compressed_cases));
     tcase_add_test(tc, test_lazy_refcounts_dirty);
     tcase_add_test(tc, test_lazy_refcounts_dirty_rw);
     tcase_add_test(tc, test_v2);

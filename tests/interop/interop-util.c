@@ -28,8 +28,11 @@
 #include "testutil.h"
 
 VbkBlockNode *
-itu_open_qcow2(const char *path, const char *name, bool read_only,
-               bool direct, GError **error)
+itu_open_qcow2(const char *path,
+               const char *name,
+               bool read_only,
+               bool direct,
+               GError **error)
 {
     g_autoptr(GVariant) opts = NULL;
 
@@ -51,8 +54,8 @@ itu_open_file(const char *path, const char *name, GError **error)
     g_autoptr(GVariant) opts = NULL;
 
     opts = g_variant_new_parsed(
-        "{'driver': <'file'>, 'node-name': <%s>, 'filename': <%s>}",
-        name, path);
+        "{'driver': <'file'>, 'node-name': <%s>, 'filename': <%s>}", name,
+        path);
     g_variant_ref_sink(opts);
     return vbk_block_node_open(opts, error);
 }
@@ -124,12 +127,12 @@ itu_assert_qemu_img_check(const char *path)
 {
     g_autofree char *out = NULL;
     g_autofree char *err = NULL;
-    int rc = itu_run(&out, &err, "qemu-img", "check", "-f", "qcow2", path,
-                     NULL);
+    int rc =
+        itu_run(&out, &err, "qemu-img", "check", "-f", "qcow2", path, NULL);
 
     /* 0 clean, 2 corruptions, 3 leaks only: only 0 passes. */
-    ck_assert_msg(rc == 0, "qemu-img check %s: exit %d\n%s%s", path, rc,
-                  out, err);
+    ck_assert_msg(rc == 0, "qemu-img check %s: exit %d\n%s%s", path, rc, out,
+                  err);
     ck_assert_msg(strstr(out, "No errors were found on the image."),
                   "qemu-img check %s:\n%s%s", path, out, err);
 }
@@ -155,8 +158,7 @@ itu_sha256_file(const char *path)
 
     ck_assert_msg(g_file_get_contents(path, &data, &len, &err), "%s",
                   err ? err->message : path);
-    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) data,
-                                       len);
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) data, len);
 }
 
 static uint64_t
@@ -184,7 +186,8 @@ itu_assert_node_equals_file(VbkBlockNode *bs, const char *raw_path)
 
     ck_assert_msg(fd >= 0, "open %s: %s", raw_path, g_strerror(errno));
     ck_assert_int_eq(fstat(fd, &st), 0);
-    ck_assert_msg(len == st.st_size, "%s: node length %" G_GINT64_FORMAT
+    ck_assert_msg(len == st.st_size,
+                  "%s: node length %" G_GINT64_FORMAT
                   " != raw size %" G_GINT64_FORMAT,
                   vbk_block_node_name(bs), len, (gint64) st.st_size);
     for (off = 0; off < (uint64_t) len; off += chunk) {
@@ -192,13 +195,14 @@ itu_assert_node_equals_file(VbkBlockNode *bs, const char *raw_path)
         int ret = vbk_block_pread(bs, off, n, a);
         uint64_t d;
 
-        ck_assert_msg(ret == 0, "pread %" G_GUINT64_FORMAT "+%zu: %s", off,
-                      n, g_strerror(-ret));
+        ck_assert_msg(ret == 0, "pread %" G_GUINT64_FORMAT "+%zu: %s", off, n,
+                      g_strerror(-ret));
         ck_assert_int_eq(pread(fd, b, n, off), (ssize_t) n);
         d = first_difference(a, b, n);
-        ck_assert_msg(d == n, "%s differs from %s at byte %" G_GUINT64_FORMAT
-                      ": 0x%02x != 0x%02x", vbk_block_node_name(bs), raw_path,
-                      off + d, a[d], b[d]);
+        ck_assert_msg(d == n,
+                      "%s differs from %s at byte %" G_GUINT64_FORMAT
+                      ": 0x%02x != 0x%02x",
+                      vbk_block_node_name(bs), raw_path, off + d, a[d], b[d]);
     }
     close(fd);
 }
@@ -221,8 +225,8 @@ itu_fill_random(GRand *rand, uint8_t *buf, size_t len)
 typedef int (*LqInit)(void **file, void **error);
 typedef int (*LqOpen)(void *file, const char *name, int flags, void **error);
 typedef int (*LqSize)(void *file, uint64_t *size, void **error);
-typedef ssize_t (*LqRead)(void *file, void *buf, size_t len, int64_t off,
-                          void **error);
+typedef ssize_t (*LqRead)(
+    void *file, void *buf, size_t len, int64_t off, void **error);
 typedef int (*LqClose)(void *file, void **error);
 typedef int (*LqFree)(void **file, void **error);
 typedef int (*LqErrSprint)(void *error, char *str, size_t size);
@@ -264,8 +268,8 @@ lq_load(void)
     lq.free = (LqFree) dlsym(lq.dl, "libqcow_file_free");
     lq.err_sprint = (LqErrSprint) dlsym(lq.dl, "libqcow_error_sprint");
     lq.err_free = (LqErrFree) dlsym(lq.dl, "libqcow_error_free");
-    return lq.init && lq.open && lq.size && lq.read && lq.close &&
-           lq.free && lq.err_sprint && lq.err_free;
+    return lq.init && lq.open && lq.size && lq.read && lq.close && lq.free &&
+           lq.err_sprint && lq.err_free;
 }
 
 bool
@@ -284,8 +288,7 @@ lq_set_error(GError **error, void *lqerr, const char *what)
         lq.err_free(&lqerr);
     }
     g_set_error(error, g_quark_from_static_string("itu-libqcow"), 0,
-                "libqcow %s: %s",
-                what, msg);
+                "libqcow %s: %s", what, msg);
 }
 
 ItuLibqcow *
@@ -320,8 +323,8 @@ itu_libqcow_media_size(ItuLibqcow *q)
 }
 
 int64_t
-itu_libqcow_pread(ItuLibqcow *q, void *buf, size_t len, uint64_t off,
-                  GError **error)
+itu_libqcow_pread(
+    ItuLibqcow *q, void *buf, size_t len, uint64_t off, GError **error)
 {
     void *lqerr = NULL;
     ssize_t n = lq.read(q->file, buf, len, (int64_t) off, &lqerr);

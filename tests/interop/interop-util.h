@@ -15,19 +15,21 @@
 #include "block/block.h"
 
 #define ITU_ROUND_DOWN(x, a) ((x) / (a) * (a))
-#define ITU_ROUND_UP(x, a)   (((x) + (a) - 1) / (a) * (a))
+#define ITU_ROUND_UP(x, a)   (((x) + (a) -1) / (a) * (a))
 
 /* Open @path as qcow2 over a file node, as blockdev-add would:
  *   {driver: qcow2, node-name: @name, read-only, discard: unmap,
  *    cache: {direct}, file: {driver: file, filename: @path, ...}}
  * (discard=unmap: under the default 'ignore' discards do nothing.)
  * The backing chain is opened from the image header. */
-VbkBlockNode *itu_open_qcow2(const char *path, const char *name,
-                             bool read_only, bool direct, GError **error);
+VbkBlockNode *itu_open_qcow2(const char *path,
+                             const char *name,
+                             bool read_only,
+                             bool direct,
+                             GError **error);
 
 /* Open @path as a plain file node (for vbk_qcow2_create). */
-VbkBlockNode *itu_open_file(const char *path, const char *name,
-                            GError **error);
+VbkBlockNode *itu_open_file(const char *path, const char *name, GError **error);
 
 /* Drop our reference and the registry's (blockdev-del). */
 void itu_close(VbkBlockNode *bs);
@@ -37,8 +39,8 @@ void itu_create_qcow2(const char *path, const VbkQcow2CreateOptions *opts);
 
 /* Run a program; returns its exit status (-1 if it could not run).
  * Output is captured into *out / *err when non-NULL. */
-int itu_run(char **out, char **err, const char *prog, ...)
-    G_GNUC_NULL_TERMINATED;
+int
+itu_run(char **out, char **err, const char *prog, ...) G_GNUC_NULL_TERMINATED;
 
 /* Same, with the argv as a vector. */
 int itu_runv(const char *const *argv, char **out, char **err);
@@ -67,8 +69,8 @@ ItuLibqcow *itu_libqcow_open(const char *path, GError **error);
 /* Media size as libqcow sees it. */
 uint64_t itu_libqcow_media_size(ItuLibqcow *q);
 /* Read; returns bytes read or -1 with *error set. */
-int64_t itu_libqcow_pread(ItuLibqcow *q, void *buf, size_t len,
-                          uint64_t off, GError **error);
+int64_t itu_libqcow_pread(
+    ItuLibqcow *q, void *buf, size_t len, uint64_t off, GError **error);
 void itu_libqcow_close(ItuLibqcow *q);
 /* Is libqcow.so.1 loadable on this machine? */
 bool itu_libqcow_available(void);
