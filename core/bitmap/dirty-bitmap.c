@@ -396,6 +396,15 @@ vbk_dirty_bitmap_merge(VbkDirtyBitmap *dest,
 }
 
 void
+vbk_dirty_bitmap_mark_log(VbkDirtyBitmap *bm,
+                          const VbkHBitmap *log,
+                          unsigned log_bits)
+{
+    g_return_if_fail(!bm->readonly);
+    vbk_hbitmap_merge_scaled(bm->hb, bm->gran_bits, log, log_bits);
+}
+
+void
 vbk_dirty_bitmap_truncate(VbkDirtyBitmap *bm, uint64_t size)
 {
     vbk_hbitmap_truncate(bm->hb, granules_for(size, bm->gran_bits));

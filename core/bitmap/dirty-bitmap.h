@@ -143,6 +143,16 @@ gboolean vbk_dirty_bitmap_merge(VbkDirtyBitmap *dest,
                                 const VbkDirtyBitmap *src,
                                 VbkHBitmap **backup,
                                 GError **error);
+/*
+ * dest |= @log, an hbitmap of the same byte size whose granules are
+ * 2^log_bits bytes; no checks (a node's pending-write log being merged
+ * into a recording bitmap, busy or not).  Word by word when the
+ * granularities agree, so its cost is the log's non-zero words, not the
+ * writes it holds.
+ */
+void vbk_dirty_bitmap_mark_log(VbkDirtyBitmap *bm,
+                               const VbkHBitmap *log,
+                               unsigned log_bits);
 /* Follow a resize of the node: the new area is clean. */
 void vbk_dirty_bitmap_truncate(VbkDirtyBitmap *bm, uint64_t size);
 

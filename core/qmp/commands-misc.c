@@ -1,7 +1,8 @@
 /*
  * commands-misc.c: the command lookup, and commands that are about the
  * monitor itself: quit, query-version, query-commands and the HMP
- * passthrough human-monitor-command (with its qemu-io command).
+ * passthrough human-monitor-command (with its qemu-io and block_resize
+ * commands).
  *
  * HMP output: QEMU's qemu-io prints to the QEMU process's stdout, so a
  * successful `qemu-io` returns "" to the QMP client (the iotests' golden
@@ -167,6 +168,60 @@ hmp_qemu_io(const char *rest)
     return g_strdup("");
 }
 
+/*
+ * HMP's size argument ("o"): a number with an optional suffix B, K, M,
+ * G, T, P or E (either case); without a suffix the unit is MiB.
+ */
+static bool
+hmp_parse_size(const char *word, guint64 *size)
+{
+    static const char units[] = "BKMGTPE";
+    const char *u;
+    char *end = NULL;
+    guint64 v;
+    guint shift = 20;
+
+    if (!word || !g_ascii_isdigit(*word))
+        return false;
+    v = g_ascii_strtoull(word, &end, 10);
+    if (*end) {
+        u = strchr(units, g_ascii_toupper(*end));
+        if (!u || end[1])
+            return false;
+        shift = 10 * (guint) (u - units);
+    }
+    if (shift >= 64 || v > (guint64) G_MAXINT64 >> shift)
+        return false;
+    *size = v << shift;
+    return true;
+}
+
+/* block_resize DEVICE SIZE: QMP's block_resize with @device. */
+static char *
+hmp_block_resize(const char *rest)
+{
+    g_autofree char *device = hmp_get_word(&rest);
+    g_autofree char *size_word = NULL;
+    g_autoptr(JsonObject) args = NULL;
+    g_autoptr(GError) err = NULL;
+    JsonNode *ret = NULL;
+    guint64 size;
+
+    if (!device)
+        return g_strdup(_("block_resize: block device name expected\n"));
+    size_word = hmp_get_word(&rest);
+    if (!hmp_parse_size(size_word, &size))
+        return g_strdup(_("invalid size\n"));
+    args = json_object_new();
+    json_object_set_string_member(args, "device", device);
+    json_object_set_int_member(args, "size", (gint64) size);
+    if (!vbk_qmp_command_find("block_resize")->handler(args, &ret, &err))
+        return g_strdup_printf(_("Error: %s\n"), err->message);
+    if (ret)
+        json_node_unref(ret);
+    return g_strdup("");
+}
+
 static bool
 qmp_human_monitor_command(JsonObject *args, JsonNode **ret, GError **error)
 {
@@ -179,6 +234,8 @@ qmp_human_monitor_command(JsonObject *args, JsonNode **ret, GError **error)
         text = g_strdup("");
     else if (g_str_equal(name, "qemu-io"))
         text = hmp_qemu_io(line);
+    else if (g_str_equal(name, "block_resize"))
+        text = hmp_block_resize(line);
     else
         text = g_strdup_printf(_("unknown command: '%s'\n"), name);
     crlf = hmp_crlf(text);
