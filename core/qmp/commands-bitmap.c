@@ -12,13 +12,13 @@
 #include "qmp-json.h"
 #include "qmp.h"
 
-static const VbkQmpArg bitmap_args[] = {
+const VbkQmpArg vbk_qmp_bitmap_args[] = {
     {"node", VBK_QMP_ARG_STR, false},
     {"name", VBK_QMP_ARG_STR, false},
     {NULL},
 };
 
-static const VbkQmpArg bitmap_add_args[] = {
+const VbkQmpArg vbk_qmp_bitmap_add_args[] = {
     {"node", VBK_QMP_ARG_STR, false},
     {"name", VBK_QMP_ARG_STR, false},
     {"granularity", VBK_QMP_ARG_SIZE, true},
@@ -27,7 +27,7 @@ static const VbkQmpArg bitmap_add_args[] = {
     {NULL},
 };
 
-static const VbkQmpArg bitmap_merge_args[] = {
+const VbkQmpArg vbk_qmp_bitmap_merge_args[] = {
     {"node", VBK_QMP_ARG_STR, false},
     {"target", VBK_QMP_ARG_STR, false},
     {"bitmaps", VBK_QMP_ARG_ANY, false},
@@ -172,12 +172,12 @@ vbk_qmp_dirty_bitmaps_info(VbkBlockNode *bs)
 }
 
 const VbkQmpCommand vbk_qmp_bitmap_commands[] = {
-    {"block-dirty-bitmap-add", qmp_bitmap_add, bitmap_add_args},
-    {"block-dirty-bitmap-remove", qmp_bitmap_remove, bitmap_args},
-    {"block-dirty-bitmap-clear", qmp_bitmap_clear, bitmap_args},
-    {"block-dirty-bitmap-enable", qmp_bitmap_enable, bitmap_args},
-    {"block-dirty-bitmap-disable", qmp_bitmap_disable, bitmap_args},
-    {"block-dirty-bitmap-merge", qmp_bitmap_merge, bitmap_merge_args},
-    {"x-debug-block-dirty-bitmap-sha256", qmp_bitmap_sha256, bitmap_args},
+    {"block-dirty-bitmap-add", qmp_bitmap_add, vbk_qmp_bitmap_add_args},
+    {"block-dirty-bitmap-remove", qmp_bitmap_remove, vbk_qmp_bitmap_args},
+    {"block-dirty-bitmap-clear", qmp_bitmap_clear, vbk_qmp_bitmap_args},
+    {"block-dirty-bitmap-enable", qmp_bitmap_enable, vbk_qmp_bitmap_args},
+    {"block-dirty-bitmap-disable", qmp_bitmap_disable, vbk_qmp_bitmap_args},
+    {"block-dirty-bitmap-merge", qmp_bitmap_merge, vbk_qmp_bitmap_merge_args},
+    {"x-debug-block-dirty-bitmap-sha256", qmp_bitmap_sha256, vbk_qmp_bitmap_args},
     {NULL},
 };

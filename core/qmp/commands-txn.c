@@ -11,40 +11,18 @@
 #include "core/job/transaction.h"
 #include "qmp.h"
 
-static const VbkQmpArg txn_bitmap_args[] = {
-    {"node", VBK_QMP_ARG_STR, false},
-    {"name", VBK_QMP_ARG_STR, false},
-    {NULL},
-};
-
-static const VbkQmpArg txn_bitmap_add_args[] = {
-    {"node", VBK_QMP_ARG_STR, false},
-    {"name", VBK_QMP_ARG_STR, false},
-    {"granularity", VBK_QMP_ARG_SIZE, true},
-    {"persistent", VBK_QMP_ARG_BOOL, true},
-    {"disabled", VBK_QMP_ARG_BOOL, true},
-    {NULL},
-};
-
-static const VbkQmpArg txn_bitmap_merge_args[] = {
-    {"node", VBK_QMP_ARG_STR, false},
-    {"target", VBK_QMP_ARG_STR, false},
-    {"bitmaps", VBK_QMP_ARG_ANY, false},
-    {NULL},
-};
-
 static const VbkQmpArg txn_no_args[] = {
     {NULL},
 };
 
 static const VbkQmpArg *const txn_data_args[VBK_TXN_LAST] = {
     [VBK_TXN_ABORT] = txn_no_args,
-    [VBK_TXN_BITMAP_ADD] = txn_bitmap_add_args,
-    [VBK_TXN_BITMAP_REMOVE] = txn_bitmap_args,
-    [VBK_TXN_BITMAP_CLEAR] = txn_bitmap_args,
-    [VBK_TXN_BITMAP_ENABLE] = txn_bitmap_args,
-    [VBK_TXN_BITMAP_DISABLE] = txn_bitmap_args,
-    [VBK_TXN_BITMAP_MERGE] = txn_bitmap_merge_args,
+    [VBK_TXN_BITMAP_ADD] = vbk_qmp_bitmap_add_args,
+    [VBK_TXN_BITMAP_REMOVE] = vbk_qmp_bitmap_args,
+    [VBK_TXN_BITMAP_CLEAR] = vbk_qmp_bitmap_args,
+    [VBK_TXN_BITMAP_ENABLE] = vbk_qmp_bitmap_args,
+    [VBK_TXN_BITMAP_DISABLE] = vbk_qmp_bitmap_args,
+    [VBK_TXN_BITMAP_MERGE] = vbk_qmp_bitmap_merge_args,
     [VBK_TXN_BLOCKDEV_BACKUP] = vbk_qmp_blockdev_backup_args,
     [VBK_TXN_DRIVE_BACKUP] = vbk_qmp_drive_backup_args,
 };

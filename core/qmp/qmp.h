@@ -95,6 +95,12 @@ typedef struct {
     bool loose;            /* members beyond @args are the handler's */
 } VbkQmpCommand;
 
+/* Argument specs of the dirty-bitmap commands, shared with the
+ * transaction actions of the same name (commands-bitmap.c). */
+extern const VbkQmpArg vbk_qmp_bitmap_args[];
+extern const VbkQmpArg vbk_qmp_bitmap_add_args[];
+extern const VbkQmpArg vbk_qmp_bitmap_merge_args[];
+
 /* Look a command up in every table. NULL when unknown. */
 const VbkQmpCommand *vbk_qmp_command_find(const char *name);
 
