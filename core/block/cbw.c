@@ -26,8 +26,9 @@
  * removing a filter takes the write side and so waits for every copy in
  * progress.
  *
- * Bitmaps on the filter node, as in QEMU: "done" (clusters copied by
- * copy-before-write) and "access" (what the snapshot may read: all).
+ * Bitmaps on the filter node, as in QEMU: "done" (clusters whose old
+ * data is safe: copied by copy-before-write, or written by the guest
+ * after their copy) and "access" (what the snapshot may read: all).
  * The copy engine and its copy bitmap are block-copy.c's; the backup job
  * takes them from the filter (vbk_cbw_block_copy()).
  */
@@ -72,7 +73,11 @@ vbk_block_before_write(VbkBlockNode *bs, uint64_t offset, uint64_t bytes)
             continue;
         ret = vbk_block_copy_range(s->bc, offset, bytes, s->timeout_us,
                                    vbk_cbw_mark_done, f, &err);
-        if (ret < 0 && s->break_snapshot) {
+        if (ret == 0) {
+            /* QEMU marks the whole written range done once its old data
+             * is safe, copied now or before (iotest 257's backup-top) */
+            vbk_cbw_mark_done(offset, bytes, f);
+        } else if (s->break_snapshot) {
             g_atomic_int_set(&s->snapshot_broken, 1);
             ret = 0;
         }

@@ -480,9 +480,10 @@ job_thread_main(gpointer data)
     /* QEMU's job_co_entry pauses first: a job started inside a drained
      * section shows created, running, paused, running */
     g_mutex_lock(&job_lock);
+    while (job->start_paused && !job->cancelled)
+        g_cond_wait(&job_cond, &job_lock);
     if (job->start_paused) {
-        while (job->pause_count > 0 && !job->cancelled)
-            g_cond_wait(&job_cond, &job_lock);
+        /* cancelled while paused: resumed to abort */
         job->start_paused = false;
         job_transition(job, VBK_JOB_STATUS_RUNNING);
     }
@@ -544,6 +545,11 @@ vbk_job_resume(VbkJob *job)
 
     g_return_if_fail(job->pause_count > 0);
     job->pause_count--;
+    if (job->pause_count == 0 && job->start_paused) {
+        /* RUNNING before the caller returns, as QEMU's drained_end */
+        job->start_paused = false;
+        job_transition(job, VBK_JOB_STATUS_RUNNING);
+    }
     g_cond_broadcast(&job_cond);
 }
 

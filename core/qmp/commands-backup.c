@@ -51,9 +51,10 @@ vbk_qmp_backup_events_init(void)
     }
 }
 
+/* QAPI names an enum member without its path ("Parameter 'sync' ...",
+ * also inside a transaction's actions). */
 static bool
 enum_arg(JsonObject *args,
-         const char *prefix,
          const char *name,
          int (*parse)(const char *),
          int def,
@@ -68,7 +69,7 @@ enum_arg(JsonObject *args,
     }
     *out = parse(s);
     if (*out < 0) {
-        vbk_qmp_error_bad_value(error, prefix, name, s);
+        vbk_qmp_error_bad_value(error, "", name, s);
         return false;
     }
     return true;
@@ -92,13 +93,12 @@ backup_common(JsonObject *args,
     int sync, mode, se, te;
 
     vbk_backup_options_init(o);
-    if (!enum_arg(args, prefix, "sync", vbk_backup_sync_from_string, 0, &sync,
-                  error) ||
-        !enum_arg(args, prefix, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
+    if (!enum_arg(args, "sync", vbk_backup_sync_from_string, 0, &sync, error) ||
+        !enum_arg(args, "bitmap-mode", vbk_bitmap_sync_mode_from_string,
                   VBK_BITMAP_SYNC_UNSET, &mode, error) ||
-        !enum_arg(args, prefix, "on-source-error", vbk_error_action_from_string,
+        !enum_arg(args, "on-source-error", vbk_error_action_from_string,
                   VBK_ERROR_ACTION_REPORT, &se, error) ||
-        !enum_arg(args, prefix, "on-target-error", vbk_error_action_from_string,
+        !enum_arg(args, "on-target-error", vbk_error_action_from_string,
                   VBK_ERROR_ACTION_REPORT, &te, error))
         return false;
     o->job_id = vbk_qmp_arg_str(args, "job-id", NULL);
@@ -177,7 +177,7 @@ vbk_qmp_backup_options(JsonObject *args,
 
     if (!backup_common(args, prefix, o, error))
         return false;
-    if (drive && !enum_arg(args, prefix, "mode", mode_from_string,
+    if (drive && !enum_arg(args, "mode", mode_from_string,
                            VBK_NEW_IMAGE_MODE_ABSOLUTE_PATHS, &m, error))
         return false;
     if (format)

@@ -14,6 +14,9 @@ same images and the same transactions:
     other still runs: the failing job completes with the error, the other
     one is cancelled, and both bitmaps keep their point in time (same
     counts, not busy);
+  - individual mode: the failing job does not take the other one down;
+  - a drive-backup refused in prepare undoes an earlier bitmap-add; bad
+    members of a backup action give QAPI's messages;
   - grouped, both succeed; drive-backup as an action: the targets equal
     the source for the real qemu-img compare.
 
@@ -242,6 +245,34 @@ def run_scenarios(tap, sides):
     tap.eq(after[1], before[1], 'qemu: the bitmaps are unchanged as well')
     tap.eq([(b[0], b[2]) for b in after[0]], [(b[0], b[2]) for b in after[1]],
            'bitmap names and busy flags as QEMU')
+
+    def individual_failure(s):
+        reply = s.txn([backup('i0', 'drive0', 't1'),
+                       backup('i1', 'drive1', 't2')])
+        return reply, s.settle()
+    got = scenario(tap, sides, 'individual: one job fails, the other '
+                   'completes', individual_failure)
+    tap.ok(('BLOCK_JOB_COMPLETED', None) in got[1].get('i0', []) and
+           ('BLOCK_JOB_COMPLETED', 'Input/output error') in
+           got[1].get('i1', []), 'individual: i0 completes, i1 fails', got)
+
+    def drive_backup_refused(s):
+        reply = s.txn([{'type': 'block-dirty-bitmap-add',
+                        'data': {'node': 'drive0', 'name': 'b9'}},
+                       {'type': 'drive-backup',
+                        'data': {'job-id': 'd9', 'device': 'drive0',
+                                 'target': s.path('d9.img'),
+                                 'format': 'nosuchfmt', 'sync': 'full'}}])
+        return reply, s.settle(), [b[0] for b in s.bitmaps('drive0')]
+    scenario(tap, sides, 'drive-backup refused: the bitmap-add is undone',
+             drive_backup_refused)
+
+    def bad_member(s):
+        return s.txn([backup('x0', 'drive0', 't0', 'sideways')]), \
+            s.txn([backup('x0', 'drive0', 't0', 'full',
+                          **{'x-perf': {'max-workers': 'x'}})])
+    scenario(tap, sides, 'transaction: a bad backup member as QAPI says',
+             bad_member)
 
     def grouped_success(s):
         reply = s.txn([backup('s0', 'drive0', 't0'),

@@ -22,8 +22,13 @@ def normalize(normalizer, text):
 
 def main():
     normalizer, golden, port = sys.argv[1:4]
-    run = subprocess.run(['/usr/bin/python3', port] + sys.argv[4:],
-                         capture_output=True, text=True)
+    try:
+        run = subprocess.run(['/usr/bin/python3', port] + sys.argv[4:],
+                             capture_output=True, text=True, timeout=540)
+    except subprocess.TimeoutExpired as e:
+        sys.stderr.write(e.stderr or '')
+        print('%s did not finish within %ds' % (port, e.timeout))
+        return 1
     sys.stderr.write(run.stderr)
     if run.returncode != 0:
         print('%s exited with %d' % (port, run.returncode))
