@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -218,6 +219,148 @@ itu_fill_random(GRand *rand, uint8_t *buf, size_t len)
     }
     for (; i < len; i++)
         buf[i] = g_rand_int(rand) & 0xff;
+}
+
+/* ---- for tests that judge one image at a time ---------------------- */
+
+static char *itu_dir;
+
+void
+itu_setup(void)
+{
+    itu_dir = vbk_test_tmpdir_new();
+}
+
+void
+itu_teardown(void)
+{
+    vbk_block_graph_close_all();
+    vbk_test_tmpdir_remove(itu_dir);
+    g_clear_pointer(&itu_dir, g_free);
+}
+
+char *
+itu_path(const char *name)
+{
+    return g_build_filename(itu_dir, name, NULL);
+}
+
+VbkBlockNode *
+itu_open_image(const char *path, bool read_only)
+{
+    g_autoptr(GVariant) opts = NULL;
+    g_autoptr(GError) err = NULL;
+    VbkBlockNode *bs;
+
+    opts = g_variant_new_parsed(
+        "{'driver': <'qcow2'>, 'read-only': <%b>, 'discard': <'unmap'>,"
+        " 'file': <{'driver': <'file'>, 'filename': <%s>}>}",
+        read_only, path);
+    g_variant_ref_sink(opts);
+    bs = vbk_block_node_open(opts, &err);
+    ck_assert_msg(bs != NULL, "open %s: %s", path, err ? err->message : "");
+    return bs;
+}
+
+void
+itu_assert_read(VbkBlockNode *bs,
+                const uint8_t *expect,
+                uint64_t off,
+                uint64_t len)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+    uint64_t at;
+
+    ck_assert_int_eq(vbk_block_pread(bs, off, len, buf), 0);
+    at = first_difference(buf, expect, len);
+    if (at < len)
+        ck_abort_msg("read at %" G_GUINT64_FORMAT ": 0x%02x, expected 0x%02x",
+                     off + at, buf[at], expect[at]);
+}
+
+void
+itu_assert_read_pattern(VbkBlockNode *bs, uint64_t off, uint64_t len, uint8_t p)
+{
+    g_autofree uint8_t *expect = g_malloc(len);
+
+    memset(expect, p, len);
+    itu_assert_read(bs, expect, off, len);
+}
+
+void
+itu_assert_qemu_content(const char *path, const uint8_t *expect, uint64_t size)
+{
+    g_autofree char *raw = g_strconcat(path, ".raw", NULL);
+    g_autofree char *data = NULL;
+    g_autofree char *err = NULL;
+    gsize len = 0;
+    uint64_t at;
+
+    ck_assert_msg(itu_run(NULL, &err, "qemu-img", "convert", "-f", "qcow2",
+                          "-O", "raw", path, raw, NULL) == 0,
+                  "qemu-img convert %s: %s", path, err);
+    ck_assert(g_file_get_contents(raw, &data, &len, NULL));
+    ck_assert_uint_eq(len, size);
+    at = first_difference((const uint8_t *) data, expect, size);
+    if (at < size)
+        ck_abort_msg("byte %" G_GUINT64_FORMAT ": 0x%02x, expected 0x%02x", at,
+                     (uint8_t) data[at], expect[at]);
+    unlink(raw);
+}
+
+void
+itu_qemu_img_create(const char *path,
+                    const char *opts,
+                    const char *backing,
+                    const char *size)
+{
+    g_autofree char *err = NULL;
+    int rc;
+
+    if (backing)
+        rc = itu_run(NULL, &err, "qemu-img", "create", "-q", "-f", "qcow2",
+                     "-o", opts, "-b", backing, "-F", "qcow2", path, NULL);
+    else
+        rc = itu_run(NULL, &err, "qemu-img", "create", "-q", "-f", "qcow2",
+                     "-o", opts, path, size, NULL);
+    ck_assert_msg(rc == 0, "qemu-img create %s: %s", path, err);
+}
+
+static void
+qemu_io_run(const char *path, const char *cmd, bool verify)
+{
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+
+    ck_assert_msg(itu_run(&out, &err, "qemu-io", "-f", "qcow2", "-c", cmd, path,
+                          NULL) == 0,
+                  "qemu-io -c '%s' %s: %s", cmd, path, err);
+    if (verify)
+        ck_assert_msg(!strstr(out, "Pattern verification failed"), "%s: %s",
+                      cmd, out);
+}
+
+void
+itu_qemu_io(const char *path, const char *cmd)
+{
+    qemu_io_run(path, cmd, false);
+}
+
+void
+itu_qemu_io_check(const char *path, const char *cmd)
+{
+    qemu_io_run(path, cmd, true);
+}
+
+void
+itu_patch(const char *path, long off, const void *bytes, size_t len)
+{
+    FILE *f = fopen(path, "r+b");
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, off, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
+    fclose(f);
 }
 
 /* ---- libqcow ------------------------------------------------------- */

@@ -60,6 +60,45 @@ void itu_assert_node_equals_file(VbkBlockNode *bs, const char *raw_path);
 /* Fill @buf with seeded pseudo-random bytes. */
 void itu_fill_random(GRand *rand, uint8_t *buf, size_t len);
 
+/* ---- for tests that judge one image at a time ---------------------- */
+
+/* A Check fixture: a fresh temporary directory per test (itu_path()
+ * names files in it); the teardown closes every node and removes it. */
+void itu_setup(void);
+void itu_teardown(void);
+/* @name inside the fixture's directory; g_free() the result. */
+char *itu_path(const char *name);
+
+/* Open @path as qcow2, unnamed, discard=unmap; fails the test on error. */
+VbkBlockNode *itu_open_image(const char *path, bool read_only);
+
+/* Reading @len bytes at @off returns @expect / bytes all equal to @p. */
+void itu_assert_read(VbkBlockNode *bs,
+                     const uint8_t *expect,
+                     uint64_t off,
+                     uint64_t len);
+void itu_assert_read_pattern(VbkBlockNode *bs,
+                             uint64_t off,
+                             uint64_t len,
+                             uint8_t p);
+
+/* The whole image as `qemu-img convert` sees it equals @expect. */
+void
+itu_assert_qemu_content(const char *path, const uint8_t *expect, uint64_t size);
+
+/* `qemu-img create -f qcow2 -o OPTS` with a qcow2 backing file or a size. */
+void itu_qemu_img_create(const char *path,
+                         const char *opts,
+                         const char *backing,
+                         const char *size);
+/* `qemu-io -f qcow2 -c CMD PATH` exits 0 (and, for the _check form, no
+ * pattern verification failed). */
+void itu_qemu_io(const char *path, const char *cmd);
+void itu_qemu_io_check(const char *path, const char *cmd);
+
+/* Overwrite @len bytes of @path at @off. */
+void itu_patch(const char *path, long off, const void *bytes, size_t len);
+
 /* ---- libqcow, loaded at run time (libqcow1 ships no pkg-config) ---- */
 
 typedef struct ItuLibqcow ItuLibqcow;
