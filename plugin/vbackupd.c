@@ -35,6 +35,15 @@ typedef struct {
 
 static GMainLoop *main_loop;
 
+/* HMP qemu-io's report, on stdout as QEMU prints it */
+static void
+daemon_print(const char *text, void *data)
+{
+    (void) data;
+    fputs(text, stdout);
+    fflush(stdout);
+}
+
 static void
 daemon_request_stop(void *data)
 {
@@ -181,6 +190,7 @@ daemon_run(DaemonOptions *o)
     g_unix_signal_add(SIGTERM, daemon_signal_cb, NULL);
     g_unix_signal_add(SIGINT, daemon_signal_cb, NULL);
     vbk_qmp_set_quit_func(daemon_request_stop, NULL);
+    vbk_qmp_set_hmp_output_func(daemon_print, NULL);
     g_debug("vbackupd %s ready (state dir %s)", PACKAGE_VERSION, o->state_dir);
 
     g_main_loop_run(main_loop);

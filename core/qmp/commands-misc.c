@@ -6,7 +6,8 @@
  *
  * HMP output: QEMU's qemu-io prints to the QEMU process's stdout, so a
  * successful `qemu-io` returns "" to the QMP client (the iotests' golden
- * logs show {"return": ""}); vbackupd likewise prints it on stdout.  When
+ * logs show {"return": ""}); the embedding program decides where it goes
+ * (vbk_qmp_set_hmp_output_func; vbackupd: its stdout).  When
  * qemu-io fails (bad syntax, I/O error, pattern mismatch) vbackupd
  * returns qemu-io's text in the reply instead, so that clients can see
  * it; HMP's own errors ("Error: ...") are returned as QEMU does, with
@@ -103,6 +104,16 @@ hmp_crlf(const char *text)
     return g_string_free(s, FALSE);
 }
 
+static VbkQmpOutputFunc hmp_output_func;
+static void *hmp_output_data;
+
+void
+vbk_qmp_set_hmp_output_func(VbkQmpOutputFunc func, void *user_data)
+{
+    hmp_output_func = func;
+    hmp_output_data = user_data;
+}
+
 /*
  * HMP's argument reader: skip blanks, then a "quoted string" with
  * backslash escapes, or a bare word.  NULL at the end of the line or
@@ -129,6 +140,9 @@ hmp_get_word(const char **pp)
             }
         }
         if (*p != '"') {
+            /* QEMU prints this on its stdout, not in the reply */
+            if (hmp_output_func)
+                hmp_output_func(_("unterminated string\n"), hmp_output_data);
             g_string_free(w, TRUE);
             return NULL;
         }
@@ -141,6 +155,23 @@ hmp_get_word(const char **pp)
     return g_string_free(w, FALSE);
 }
 
+/* HMP's complaint about a command line it could not parse. */
+static char *
+hmp_usage(const char *cmd, const char *what, bool prefix)
+{
+    return g_strdup_printf(_("%s%s%s\nTry \"help %s\" for more information\n"),
+                           prefix ? cmd : "", prefix ? ": " : "", what, cmd);
+}
+
+/* Nothing but blanks left on the line? */
+static bool
+hmp_at_end(const char *p)
+{
+    while (g_ascii_isspace(*p))
+        p++;
+    return *p == '\0';
+}
+
 /* qemu-io [-d] DEVICE "COMMAND" */
 static char *
 hmp_qemu_io(const char *rest)
@@ -149,50 +180,77 @@ hmp_qemu_io(const char *rest)
     g_autofree char *command = NULL;
     g_autoptr(GString) out = g_string_new(NULL);
     g_autoptr(GError) err = NULL;
+    bool qdev = false;
     VbkBlockNode *bs;
 
     if (device && g_str_equal(device, "-d")) {
+        qdev = true;
         g_free(device);
         device = hmp_get_word(&rest);
     }
+    if (!device)
+        return hmp_usage("qemu-io", _("block device name expected"), true);
     command = hmp_get_word(&rest);
-    if (!device || !command)
-        return g_strdup(_("Parameter 'command' is missing\n"));
+    if (!command)
+        return hmp_usage("qemu-io", _("string expected"), true);
+    if (!hmp_at_end(rest))
+        return hmp_usage("qemu-io",
+                         _("extraneous characters at the end of line"), true);
+    /* -d names a qdev device; vbackupd has no guest devices */
+    if (qdev)
+        return g_strdup_printf(_("Error: Device '%s' not found\n"), device);
     bs = vbk_qmp_lookup_device(device, &err);
     if (!bs)
         return g_strdup_printf(_("Error: %s\n"), err->message);
     if (!vbk_qemu_io_run(bs, command, out))
         return g_string_free(g_steal_pointer(&out), FALSE);
-    fputs(out->str, stdout);
-    fflush(stdout);
+    if (hmp_output_func)
+        hmp_output_func(out->str, hmp_output_data);
     return g_strdup("");
 }
 
 /*
- * HMP's size argument ("o"): a number with an optional suffix B, K, M,
- * G, T, P or E (either case); without a suffix the unit is MiB.
+ * HMP's size argument ("o"): a decimal number, an optional fraction, an
+ * optional suffix B, K, M, G, T, P or E (either case; MiB without one).
+ * Parsing stops where the number does, as QEMU's does: "1Q" is 1 MiB
+ * followed by extraneous characters.  A fraction of bytes is refused.
  */
 static bool
-hmp_parse_size(const char *word, guint64 *size)
+hmp_parse_size(const char **pp, guint64 *size)
 {
     static const char units[] = "BKMGTPE";
+    const char *p = *pp;
     const char *u;
     char *end = NULL;
     guint64 v;
+    double frac = 0;
     guint shift = 20;
 
-    if (!word || !g_ascii_isdigit(*word))
+    while (g_ascii_isspace(*p))
+        p++;
+    if (!g_ascii_isdigit(*p))
         return false;
-    v = g_ascii_strtoull(word, &end, 10);
-    if (*end) {
-        u = strchr(units, g_ascii_toupper(*end));
-        if (!u || end[1])
-            return false;
-        shift = 10 * (guint) (u - units);
+    v = g_ascii_strtoull(p, &end, 10);
+    if (*end == '.') {
+        const char *f = end;
+
+        frac = g_ascii_strtod(f, &end);
+        if (end == f + 1 && !g_ascii_isdigit(f[1]))
+            end = (char *) f + 1;
     }
-    if (shift >= 64 || v > (guint64) G_MAXINT64 >> shift)
+    u = *end ? strchr(units, g_ascii_toupper(*end)) : NULL;
+    if (u) {
+        shift = 10 * (guint) (u - units);
+        end++;
+    }
+    if ((shift == 0 && frac > 0) || shift >= 64 ||
+        v > (guint64) G_MAXINT64 >> shift)
         return false;
-    *size = v << shift;
+    *size = (v << shift) +
+            (guint64) (frac * (double) (G_GUINT64_CONSTANT(1) << shift));
+    if (*size > (guint64) G_MAXINT64)
+        return false;
+    *pp = end;
     return true;
 }
 
@@ -201,17 +259,18 @@ static char *
 hmp_block_resize(const char *rest)
 {
     g_autofree char *device = hmp_get_word(&rest);
-    g_autofree char *size_word = NULL;
     g_autoptr(JsonObject) args = NULL;
     g_autoptr(GError) err = NULL;
     JsonNode *ret = NULL;
     guint64 size;
 
     if (!device)
-        return g_strdup(_("block_resize: block device name expected\n"));
-    size_word = hmp_get_word(&rest);
-    if (!hmp_parse_size(size_word, &size))
-        return g_strdup(_("invalid size\n"));
+        return hmp_usage("block_resize", _("block device name expected"), true);
+    if (!hmp_parse_size(&rest, &size))
+        return hmp_usage("block_resize", _("invalid size"), false);
+    if (!hmp_at_end(rest))
+        return hmp_usage("block_resize",
+                         _("extraneous characters at the end of line"), true);
     args = json_object_new();
     json_object_set_string_member(args, "device", device);
     json_object_set_int_member(args, "size", (gint64) size);

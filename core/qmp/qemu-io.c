@@ -170,6 +170,9 @@ qio_getopt(
             const char *f = strchr(cmd->flags, *p);
 
             if (!f || *p == ':' || (unsigned char) *p >= 128) {
+                /* getopt's complaint, then qemu-io's usage line */
+                g_string_append_printf(out, _("%s: invalid option -- '%c'\n"),
+                                       cmd->name, *p);
                 g_string_append_printf(out, "%s\n", cmd->usage);
                 return false;
             }
@@ -180,6 +183,9 @@ qio_getopt(
                 } else if (i + 1 < argc) {
                     a->optarg[(int) *p] = argv[++i];
                 } else {
+                    g_string_append_printf(
+                        out, _("%s: option requires an argument -- '%c'\n"),
+                        cmd->name, *p);
                     g_string_append_printf(out, "%s\n", cmd->usage);
                     return false;
                 }
@@ -372,6 +378,12 @@ qio_flush(VbkBlockNode *bs, GString *out)
     return true;
 }
 
+static bool
+qio_needs_write(const QioCommand *cmd)
+{
+    return g_str_equal(cmd->name, "write") || g_str_equal(cmd->name, "discard");
+}
+
 bool
 vbk_qemu_io_run(VbkBlockNode *bs, const char *cmdline, GString *out)
 {
@@ -403,6 +415,11 @@ vbk_qemu_io_run(VbkBlockNode *bs, const char *cmdline, GString *out)
                                _("bad argument count %d to %s, expected at "
                                  "least %d arguments\n"),
                                argc - 1, cmd->name, cmd->nargs);
+        return false;
+    }
+    /* qemu-io asks for the write permission before it parses options */
+    if (qio_needs_write(cmd) && vbk_block_node_is_read_only(bs)) {
+        g_string_append(out, _("Block node is read-only\n"));
         return false;
     }
     if (!qio_getopt(cmd, words, argc, &a, out))

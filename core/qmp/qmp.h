@@ -170,4 +170,10 @@ typedef void (*VbkQmpQuitFunc)(void *user_data);
 void vbk_qmp_set_quit_func(VbkQmpQuitFunc func, void *user_data);
 void vbk_qmp_request_quit(void);
 
+/* Where a successful HMP qemu-io's report goes (QEMU: the process's
+ * stdout; vbackupd: its stdout too).  Without a sink it is dropped, so a
+ * program embedding the monitor keeps its own stdout clean. */
+typedef void (*VbkQmpOutputFunc)(const char *text, void *user_data);
+void vbk_qmp_set_hmp_output_func(VbkQmpOutputFunc func, void *user_data);
+
 G_END_DECLS

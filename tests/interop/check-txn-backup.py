@@ -36,29 +36,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmp  # noqa: E402
+from taplib import Tap  # noqa: E402
 
 QSD = '/usr/bin/qemu-storage-daemon'
 SIZE = 8 * 1024 * 1024
-
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        print('%s %d - %s' % ('ok' if cond else 'not ok', self.n, desc))
-        if not cond:
-            self.failed += 1
-            for line in str(diag or '').splitlines():
-                print('# ' + line)
-        sys.stdout.flush()
-        return cond
-
-    def eq(self, got, want, desc):
-        return self.ok(got == want, desc,
-                       'vbackupd: %r\nqemu:     %r' % (got, want))
 
 
 def run(*args):
@@ -166,7 +147,7 @@ def scenario(tap, sides, desc, step):
 
 def main():
     exe = sys.argv[1]
-    tap = Tap()
+    tap = Tap('vbackupd', 'qemu')
     top = tempfile.mkdtemp(prefix='txn-backup.')
     sides = []
     try:
@@ -185,8 +166,7 @@ def main():
         for s in sides:
             qmp.stop(s.proc)
         shutil.rmtree(top, ignore_errors=True)
-    print('1..%d' % tap.n)
-    return 1 if tap.failed else 0
+    return tap.done()
 
 
 def run_scenarios(tap, sides):
