@@ -120,58 +120,59 @@ open_fails(const char *path, bool read_only, const char *message)
                   err->message, message);
 }
 
+/* One header field patched in a fresh qemu-img image, and QEMU's
+ * message for it. */
+typedef struct {
+    long off;
+    uint8_t bytes[8];
+    size_t len;
+    bool read_only;
+    const char *message;
+} BadHeader;
+
+static const BadHeader bad_headers[] = {
+    {72,
+     {0, 0, 0, 0, 0x10, 0, 0, 0},
+     8,
+     true,
+     "Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000"},
+    {72,
+     {0, 0, 0, 0, 0, 0, 0, 2},
+     8,
+     false,
+     "qcow2: Image is corrupt; cannot be opened read/write"},
+    {20, {0, 0, 0, 8}, 4, true, "Unsupported cluster size: 2^8"},
+    {4, {0, 0, 0, 4}, 4, true, "Unsupported qcow2 version 4"},
+    {96, {0, 0, 0, 7}, 4, true, "Reference count entry width too large"},
+    {40,
+     {0, 0, 0, 1, 0, 0, 0, 0},
+     8,
+     true,
+     "L1 table offset invalid or outside the image file"},
+    {40, {0, 0, 0, 0, 0, 1, 0, 0}, 8, true, "overlaps"},
+    {36, {0x10, 0, 0, 0}, 4, true, "Active L1 table too large"},
+};
+
 START_TEST(test_bad_headers)
 {
     g_autofree char *path = itu_path("bad.qcow2");
-    static const uint8_t unknown[] = {0, 0, 0, 0, 0x10, 0, 0, 0};
-    static const uint8_t corrupt[] = {0, 0, 0, 0, 0, 0, 0, 2};
-    static const uint8_t bits8[] = {0, 0, 0, 8};
-    static const uint8_t l1_out[] = {0, 0, 0, 1, 0, 0, 0, 0};
-    static const uint8_t l1_on_rt[] = {0, 0, 0, 0, 0, 1, 0, 0};
-    static const uint8_t huge_l1[] = {0x10, 0, 0, 0};
-    static const uint8_t ver4[] = {0, 0, 0, 4};
-    static const uint8_t order7[] = {0, 0, 0, 7};
     VbkBlockNode *bs;
 
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 72, unknown, 8);
-    open_fails(
-        path, true,
-        "Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000");
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_headers); i++) {
+        const BadHeader *h = &bad_headers[i];
 
+        itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
+        itu_patch(path, h->off, h->bytes, h->len);
+        open_fails(path, h->read_only, h->message);
+    }
+    /* the corrupt bit still lets the image open read-only */
     itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 72, corrupt, 8);
-    open_fails(path, false,
-               "qcow2: Image is corrupt; cannot be opened read/write");
+    itu_patch(path, 72, bad_headers[1].bytes, 8);
     bs = itu_open_image(path, true);
     itu_close(bs);
 
     itu_qemu_img_create(path, "extended_l2=on", NULL, "1M");
     open_fails(path, true, "Unsupported qcow2 feature(s): extended L2 entries");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 20, bits8, 4);
-    open_fails(path, true, "Unsupported cluster size: 2^8");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 4, ver4, 4);
-    open_fails(path, true, "Unsupported qcow2 version 4");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 96, order7, 4);
-    open_fails(path, true, "Reference count entry width too large");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 40, l1_out, 8);
-    open_fails(path, true, "L1 table offset invalid or outside the image file");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 40, l1_on_rt, 8);
-    open_fails(path, true, "overlaps");
-
-    itu_qemu_img_create(path, "compat=1.1", NULL, "1M");
-    itu_patch(path, 36, huge_l1, 4);
-    open_fails(path, true, "Active L1 table too large");
 
     ck_assert(g_file_set_contents(path, "QFI", 3, NULL));
     open_fails(path, true, "Image is not in qcow2 format");
