@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <json-glib/json-glib.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,6 +121,22 @@ itu_run(char **out, char **err, const char *prog, ...)
     va_end(ap);
     g_ptr_array_add(argv, NULL);
     return itu_runv((const char *const *) argv->pdata, out, err);
+}
+
+JsonNode *
+itu_run_json(const char *const *argv)
+{
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    g_autofree char *cmd = g_strjoinv(" ", (char **) argv);
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) jerr = NULL;
+    int rc = itu_runv(argv, &out, &err);
+
+    ck_assert_msg(rc == 0, "%s: exit %d\n%s%s", cmd, rc, out, err);
+    ck_assert_msg(json_parser_load_from_data(parser, out, -1, &jerr),
+                  "%s: %s\n%s", cmd, jerr ? jerr->message : "?", out);
+    return json_node_copy(json_parser_get_root(parser));
 }
 
 void

@@ -45,6 +45,10 @@ itu_run(char **out, char **err, const char *prog, ...) G_GNUC_NULL_TERMINATED;
 /* Same, with the argv as a vector. */
 int itu_runv(const char *const *argv, char **out, char **err);
 
+/* Run a peer that must exit 0 and print JSON (qemu-img map/check/info
+ * --output=json); returns the parsed document (free: json_node_unref). */
+struct _JsonNode *itu_run_json(const char *const *argv);
+
 /* `qemu-img check -f qcow2 PATH`: exit 0 and "No errors were found". */
 void itu_assert_qemu_img_check(const char *path);
 
