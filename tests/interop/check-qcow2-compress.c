@@ -400,14 +400,8 @@ open_debug(const char *img, const char *rules)
         "'driver': <'blkdebug'>, 'node-name': <'dbg'>, %s"
         "'image': <{'driver': <'file'>, 'filename': <'%s'>}>}>}",
         rules, img);
-    g_autoptr(GError) err = NULL;
-    GVariant *opts = g_variant_parse(NULL, text, NULL, NULL, &err);
-    VbkBlockNode *bs;
 
-    ck_assert_msg(opts, "%s", err ? err->message : "");
-    bs = vbk_block_node_open(opts, &err);
-    ck_assert_msg(bs, "%s", err ? err->message : "");
-    return bs;
+    return itu_open_parsed(text);
 }
 
 /* Each event fails exactly the write that fires it; nothing leaks. */
@@ -443,7 +437,6 @@ START_TEST(test_not_supported)
     g_autofree char *raw = path("r.raw");
     g_autofree char *text = NULL;
     g_autoptr(GError) err = NULL;
-    g_autoptr(GVariant) opts = NULL;
     uint8_t buf[512] = {0};
     VbkBlockNode *bs;
 
@@ -452,9 +445,7 @@ START_TEST(test_not_supported)
                            "'file': <{'driver': <'file'>, "
                            "'filename': <'%s'>}>}",
                            raw);
-    opts = g_variant_ref_sink(g_variant_parse(NULL, text, NULL, NULL, &err));
-    bs = vbk_block_node_open(opts, &err);
-    ck_assert_msg(bs, "%s", err ? err->message : "");
+    bs = itu_open_parsed(text);
     ck_assert(!vbk_block_node_supports_compressed_writes(bs));
     ck_assert(!vbk_block_node_supports_compressed_writes(
         vbk_block_node_file(bs)));

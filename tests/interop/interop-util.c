@@ -50,6 +50,19 @@ itu_open_qcow2(const char *path,
 }
 
 VbkBlockNode *
+itu_open_parsed(const char *text)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GVariant) opts = g_variant_parse(NULL, text, NULL, NULL, &err);
+    VbkBlockNode *bs;
+
+    ck_assert_msg(opts, "%s: %s", text, err ? err->message : "");
+    bs = vbk_block_node_open(opts, &err);
+    ck_assert_msg(bs, "%s: %s", text, err ? err->message : "");
+    return bs;
+}
+
+VbkBlockNode *
 itu_open_file(const char *path, const char *name, GError **error)
 {
     g_autoptr(GVariant) opts = NULL;

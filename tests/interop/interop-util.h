@@ -28,6 +28,10 @@ VbkBlockNode *itu_open_qcow2(const char *path,
                              bool direct,
                              GError **error);
 
+/* Open a node from blockdev-add options written as GVariant text
+ * ("{'driver': <'raw'>, ...}"); fails the test when it does not open. */
+VbkBlockNode *itu_open_parsed(const char *text);
+
 /* Open @path as a plain file node (for vbk_qcow2_create). */
 VbkBlockNode *itu_open_file(const char *path, const char *name, GError **error);
 
