@@ -255,10 +255,7 @@ vbk_qcow2_l2_set(VbkBlockNode *bs,
         return ret;
     for (uint64_t i = 0; i < n; i++)
         qcow2_table_set(l2, idx + i, entries[i]);
-    /* only qcow2-compress-write.c sets compressed entries, one a time */
-    vbk_block_event(bs->file, (n == 1 && (entries[0] & QCOW2_OFLAG_COMPRESSED))
-                                  ? VBK_EVENT_L2_UPDATE_COMPRESSED
-                                  : VBK_EVENT_L2_UPDATE);
+    vbk_block_event(bs->file, VBK_EVENT_L2_UPDATE);
     ret = vbk_qcow2_meta_write(bs, l2_off, l2, idx * 8, n * 8);
     if (ret < 0) /* the cached table no longer matches the disk */
         vbk_qcow2_cache_drop(s->l2_cache, l2_off);

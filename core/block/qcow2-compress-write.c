@@ -30,12 +30,15 @@
  * write fails with -EIO, as QEMU 7.2 does (qemu-io: "write failed:
  * Input/output error"); unallocated and plain zero clusters take it.
  *
- * Order on disk as for every allocation of the driver: refcounts first,
- * then the compressed bytes (blkdebug event write_compressed), then the
- * L2 entry (l2_update_compressed).  QEMU fires l2_update_compressed
- * before write_compressed because its L2 update only marks a cached
- * table dirty; here it writes through, so it must come last.  A crash in
- * between leaks references, never corrupts.
+ * Order on disk as for every allocation of the driver: the L2 table
+ * made ready, refcounts, then the compressed bytes, then the L2 entry.
+ * blkdebug sees QEMU's events in QEMU's order: cluster_alloc_bytes,
+ * l2_update_compressed (where QEMU sets the entry in its cached table),
+ * write_compressed before the data, and l2_update before the L2 write
+ * (where QEMU writes the cached table back).  A crash in between leaks
+ * references, never corrupts; a failed write leaves the cluster as it
+ * was (QEMU 7.2 leaves its entry pointing at the unwritten bytes, so
+ * that the cluster reads as garbage and a retry fails with -EIO).
  */
 #include "qcow2.h"
 
@@ -155,7 +158,8 @@ qcow2_store_compressed(VbkBlockNode *bs,
                        uint64_t len)
 {
     VbkQcow2State *s = bs->opaque;
-    uint64_t entry, n;
+    uint64_t entry, n, l2_off;
+    uint8_t *l2;
     int64_t host;
     int ret;
 
@@ -165,9 +169,15 @@ qcow2_store_compressed(VbkBlockNode *bs,
         return ret;
     if (entry & QCOW2_OFFSET_MASK)
         return -EIO; /* QEMU 7.2 refuses to overwrite an allocation */
+    /* as QEMU: the L2 table first, then the bytes */
+    ret = vbk_qcow2_l2_prepare(bs, offset, &l2, &l2_off);
+    if (ret < 0)
+        return ret;
     host = qcow2_alloc_bytes(bs, len);
     if (host < 0)
         return (int) host;
+    /* QEMU sets the entry in its cached table here */
+    vbk_block_event(bs->file, VBK_EVENT_L2_UPDATE_COMPRESSED);
     vbk_block_event(bs->file, VBK_EVENT_WRITE_COMPRESSED);
     ret = vbk_block_pwrite(bs->file, host, len, data, 0);
     if (ret == 0) {
