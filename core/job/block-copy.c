@@ -46,7 +46,7 @@ struct VbkBlockCopy {
     uint64_t cluster;
     uint64_t chunk;
     int workers;
-    bool compress; /* compressed writes, see copy_extent_compressed() */
+    bool compress; /* compressed writes, see compressed_extent() */
     VbkDirtyBitmap *bitmap; /* attached to source; bitmap lock */
 
     GMutex lock;      /* everything below */
