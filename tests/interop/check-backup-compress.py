@@ -219,7 +219,7 @@ def hmp_writes(t, ours, d):
 
 def main():
     exe = sys.argv[1]
-    t = Tap()
+    t = Tap('vbackupd', 'qemu')
     tmp = tempfile.mkdtemp(prefix='vbk-backup-compress-')
     procs = []
     try:
@@ -246,8 +246,7 @@ def main():
         for p in procs:
             qmp.stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    print('1..%d' % t.n)
-    return 1 if t.failed else 0
+    return t.done()
 
 
 if __name__ == '__main__':

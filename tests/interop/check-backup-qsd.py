@@ -23,9 +23,27 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmp  # noqa: E402
-from taplib import Tap  # noqa: E402
 
 QSD = '/usr/bin/qemu-storage-daemon'
+
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, desc, diag=None):
+        self.n += 1
+        print('%s %d - %s' % ('ok' if cond else 'not ok', self.n, desc))
+        if not cond:
+            self.failed += 1
+            for line in str(diag or '').splitlines():
+                print('# ' + line)
+        sys.stdout.flush()
+        return cond
+
+    def eq(self, got, want, desc):
+        return self.ok(got == want, desc, 'ours:   %r\nqemu:   %r' % (got, want))
 
 
 def qemu_img(*args):

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -51,7 +52,7 @@ int itu_runv(const char *const *argv, char **out, char **err);
 
 /* Run a peer that must exit 0 and print JSON (qemu-img map/check/info
  * --output=json); returns the parsed document (free: json_node_unref). */
-struct _JsonNode *itu_run_json(const char *const *argv);
+JsonNode *itu_run_json(const char *const *argv);
 
 /* `qemu-img check -f qcow2 PATH`: exit 0 and "No errors were found". */
 void itu_assert_qemu_img_check(const char *path);
