@@ -96,6 +96,10 @@ struct VbkBlockDriver {
     bool is_filter;            /* I/O defaults forward to bs->file */
     bool is_format;            /* has a "file" child and may have backing */
     bool supports_backing;     /* understands a "backing" child */
+    /* pwrite takes VBK_REQ_WRITE_COMPRESSED (the dispatch layer refuses
+     * it with -ENOTSUP for every other driver, filters included, as
+     * QEMU's filters here do not forward compressed writes) */
+    bool supports_compressed_writes;
     /* option key of the file child when it is not "file" (blkdebug:
      * "image"); such a driver opens it with
      * vbk_block_open_file_child_key() */

@@ -680,6 +680,12 @@ vbk_block_node_cluster_size(VbkBlockNode *bs)
     return bs->drv->cluster_size ? bs->drv->cluster_size(bs) : 0;
 }
 
+bool
+vbk_block_node_supports_compressed_writes(VbkBlockNode *bs)
+{
+    return bs->drv->supports_compressed_writes;
+}
+
 void
 vbk_format_info_clear(VbkFormatInfo *info)
 {

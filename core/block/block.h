@@ -41,6 +41,9 @@ typedef enum {
     VBK_REQ_FUA = 1 << 0,         /* write through before completing */
     VBK_REQ_MAY_UNMAP = 1 << 1,   /* write-zeroes may deallocate */
     VBK_REQ_NO_FALLBACK = 1 << 2, /* write-zeroes must be fast or fail */
+    /* write whole clusters (or the image's last partial one) compressed:
+     * only drivers that advertise it (qcow2); others -ENOTSUP */
+    VBK_REQ_WRITE_COMPRESSED = 1 << 3,
 } VbkRequestFlags;
 
 /*
@@ -136,6 +139,9 @@ int64_t vbk_block_node_getlength(VbkBlockNode *bs);
 int64_t vbk_block_node_allocated_size(VbkBlockNode *bs);
 /* The cluster size of a format node, 0 when it has none. */
 uint32_t vbk_block_node_cluster_size(VbkBlockNode *bs);
+/* Does the node take VBK_REQ_WRITE_COMPRESSED writes (QEMU's
+ * bdrv_supports_compressed_writes)? */
+bool vbk_block_node_supports_compressed_writes(VbkBlockNode *bs);
 
 /* ---- I/O (returns 0 or -errno) -------------------------------------- */
 

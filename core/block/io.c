@@ -13,7 +13,9 @@
  *
  * Flush fires flush_to_os and flush_to_disk at the file child (for a
  * blkdebug node there), write fires pwritev/pwritev_done and write-zeroes
- * pwritev_zero, as QEMU's generic layer does.
+ * pwritev_zero, as QEMU's generic layer does.  A compressed write
+ * (VBK_REQ_WRITE_COMPRESSED) reaches only drivers that advertise it;
+ * the others answer -ENOTSUP (qemu-io: "Operation not supported").
  *
  * After the driver, flush recurses into the file child, as QEMU's
  * bdrv_co_flush() does.  Discard is a no-op on nodes opened with
@@ -122,7 +124,10 @@ vbk_block_pwrite(VbkBlockNode *bs, uint64_t offset, uint64_t bytes,
     if (ret < 0)
         return ret;
     vbk_block_event(bs, VBK_EVENT_PWRITEV);
-    if (bs->drv->pwrite)
+    if ((flags & VBK_REQ_WRITE_COMPRESSED) &&
+        !bs->drv->supports_compressed_writes)
+        ret = -ENOTSUP;
+    else if (bs->drv->pwrite)
         ret = bs->drv->pwrite(bs, offset, bytes, buf, flags & ~VBK_REQ_FUA);
     else if (bs->drv->is_filter && bs->file)
         ret = vbk_block_pwrite(bs->file, offset, bytes, buf, flags);

@@ -379,6 +379,13 @@ qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
     }
 }
 
+/* For qcow2-compress-write.c, which keeps to the same rule. */
+void
+vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
+{
+    qcow2_wait_alloc(s, offset, bytes);
+}
+
 static void
 qcow2_alloc_done(VbkQcow2State *s, uint64_t start)
 {
@@ -455,6 +462,8 @@ vbk_qcow2_co_pwrite(VbkBlockNode *bs,
 
     /* FUA is handled by the dispatch layer (a flush after the write).
      * Writes in place run outside the lock, as reads do. */
+    if (flags & VBK_REQ_WRITE_COMPRESSED)
+        return vbk_qcow2_pwrite_compressed(bs, offset, bytes, buf);
     while (bytes > 0) {
         g_mutex_lock(&s->lock);
         qcow2_wait_alloc(s, offset, bytes);

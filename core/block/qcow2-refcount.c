@@ -471,6 +471,8 @@ qcow2_free_clusters_locked(VbkBlockNode *bs, uint64_t offset, uint64_t n)
             vbk_qcow2_cache_drop(s->l2_cache, c * s->cluster_size);
             vbk_qcow2_cache_drop(s->rb_cache, c * s->cluster_size);
             s->free_hint = MIN(s->free_hint, c);
+            if ((s->free_byte_offset >> s->cluster_bits) == c)
+                s->free_byte_offset = 0; /* no more packing into it */
         }
     }
     return 0;
@@ -492,6 +494,33 @@ vbk_qcow2_free_clusters(VbkBlockNode *bs, uint64_t offset, uint64_t n)
     ret = qcow2_free_clusters_locked(bs, offset, n);
     g_rw_lock_writer_unlock(&s->data_lock);
     return ret;
+}
+
+/*
+ * Add one reference to each of @n clusters from index @cluster, which
+ * are in use (so their refcount blocks exist); -ERANGE when one is at
+ * the maximum.  For compressed clusters sharing a host cluster.
+ */
+int
+vbk_qcow2_ref_clusters(VbkBlockNode *bs, uint64_t cluster, uint64_t n)
+{
+    VbkQcow2State *s = bs->opaque;
+    uint64_t rc;
+    int ret;
+
+    for (uint64_t c = cluster; c < cluster + n; c++) {
+        ret = vbk_qcow2_get_refcount(bs, c, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc == 0)
+            return -EIO;
+        if (rc >= s->refcount_max)
+            return -ERANGE;
+        ret = qcow2_set_refcount(bs, c, rc + 1);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
 }
 
 void

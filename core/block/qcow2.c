@@ -319,6 +319,7 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .instance_size = sizeof(VbkQcow2State),
     .is_format = true,
     .supports_backing = true,
+    .supports_compressed_writes = true,
     .options = qcow2_options,
     .open = qcow2_open,
     .close = qcow2_close,

@@ -9,6 +9,7 @@
  *   qcow2-rebuild.c  rebuilding refcounts of a dirty (lazy refcount) image
  *   qcow2-cluster.c  L1/L2 lookup, L2 allocation and entry updates
  *   qcow2-io.c       read, write, write-zeroes, discard, block status
+ *   qcow2-compress-write.c  compressed cluster writes (byte-packed)
  *   qcow2.c          the driver table: open, close, create, grow, info
  *
  * Locking: VbkQcow2State.lock guards every field below and all metadata
@@ -144,6 +145,10 @@ typedef struct {
     VbkQcow2Cache *l2_cache;
     VbkQcow2Cache *rb_cache;
     uint64_t free_hint; /* lowest cluster index that may be free */
+    /* qcow2-compress-write.c: where the next compressed cluster may be
+     * packed (inside a host cluster already holding compressed data),
+     * 0 when none; reset when that cluster is freed */
+    uint64_t free_byte_offset;
     uint64_t file_size; /* bytes of the file child we know of */
     bool writable;
     GPtrArray *bitmap_dir;   /* qcow2-bitmap.c: directory entries, in
@@ -205,6 +210,7 @@ void vbk_qcow2_compressed_range(VbkQcow2State *s,
                                 uint64_t *coffset,
                                 uint64_t *csize);
 int vbk_qcow2_free_entry(VbkBlockNode *bs, uint64_t entry);
+int vbk_qcow2_ref_clusters(VbkBlockNode *bs, uint64_t cluster, uint64_t n);
 
 /* ---- qcow2-rebuild.c ---- */
 bool vbk_qcow2_rebuild_refcounts(VbkBlockNode *bs, GError **error);
@@ -246,12 +252,19 @@ int vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
                             uint64_t bytes,
                             VbkRequestFlags flags);
 int vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+void vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes);
 int vbk_qcow2_co_block_status(VbkBlockNode *bs,
                               uint64_t offset,
                               uint64_t bytes,
                               uint64_t *pnum,
                               uint64_t *map,
                               VbkBlockNode **file);
+
+/* ---- qcow2-compress-write.c ---- */
+int vbk_qcow2_pwrite_compressed(VbkBlockNode *bs,
+                                uint64_t offset,
+                                uint64_t bytes,
+                                const uint8_t *buf);
 
 static inline uint64_t
 qcow2_be64(const uint8_t *p)

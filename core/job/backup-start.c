@@ -124,9 +124,10 @@ check_nodes(VbkBlockNode *bs,
 {
     if (bs == target)
         return fail(error, _("Source and target cannot be the same"));
-    if (o->compress) {
-        /* no driver here writes compressed clusters; QEMU names the
-         * target's device, which a blockdev-add node does not have */
+    if (o->compress && !vbk_block_node_supports_compressed_writes(target)) {
+        /* QEMU names the target's device (its BlockBackend), which a
+         * node of blockdev-add or drive-backup's target does not have:
+         * qemu-storage-daemon 7.2 prints an empty name */
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
                     _("Compression is not supported for this drive %s"), "");
         return false;
@@ -249,7 +250,7 @@ backup_new(VbkBlockNode *bs,
 static bool
 backup_setup(VbkBackupJob *bj, const VbkBackupOptions *o, GError **error)
 {
-    VbkBlockCopyOptions copts = {o->max_workers, o->max_chunk};
+    VbkBlockCopyOptions copts = {o->max_workers, o->max_chunk, o->compress};
     uint64_t cluster;
 
     if (!check_lengths(bj->source, bj->target, error))

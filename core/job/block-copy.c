@@ -14,7 +14,9 @@
  * A claimed range is copied extent by extent following the block status
  * of the source through its backing chain: extents that read as zeroes
  * (ZERO, or unallocated in every layer) become write-zeroes on the
- * target, the rest a read into a bounce buffer and a write.  Worker
+ * target, the rest a read into a bounce buffer and a write (compressed
+ * for backup compress=true: then chunks and extents are whole copy
+ * clusters, as the target's compressed writes need).  Worker
  * buffers are allocated once per state; copy-before-write uses one
  * buffer per call, bounded by the request.
  *
@@ -44,6 +46,7 @@ struct VbkBlockCopy {
     uint64_t cluster;
     uint64_t chunk;
     int workers;
+    bool compress; /* compressed writes, see compressed_extent() */
     VbkDirtyBitmap *bitmap; /* attached to source; bitmap lock */
 
     GMutex lock;      /* everything below */
@@ -120,6 +123,9 @@ vbk_block_copy_configure(VbkBlockCopy *bc, const VbkBlockCopyOptions *opts)
     free_buffers_locked(bc);
     chunk = MIN(chunk, VBK_BLOCK_COPY_CHUNK_DEFAULT);
     bc->chunk = MAX(chunk - chunk % bc->cluster, bc->cluster);
+    bc->compress = opts && opts->compress;
+    if (bc->compress) /* QEMU: cluster-sized compressed writes */
+        bc->chunk = bc->cluster;
     bc->workers = opts && opts->max_workers > 0
                       ? (int) MIN(opts->max_workers, VBK_BLOCK_COPY_THREADS_MAX)
                       : VBK_BLOCK_COPY_THREADS_MAX;
@@ -300,6 +306,29 @@ report_progress(VbkBlockCopy *bc, uint64_t bytes)
         func(bytes, opaque);
 }
 
+/*
+ * Compressed writes take whole target clusters, so in compress mode an
+ * extent is whole copy clusters, as QEMU's block-copy makes every
+ * extent: one shorter than a copy cluster is copied as one cluster of
+ * data (to @end at most), a longer one is cut down to whole clusters.
+ */
+static void
+compressed_extent(VbkBlockCopy *bc,
+                  uint64_t off,
+                  uint64_t end,
+                  uint64_t *n,
+                  int *st,
+                  uint32_t *depth)
+{
+    if (*n < bc->cluster) {
+        *n = MIN(bc->cluster, end - off);
+        *st = VBK_BS_DATA | VBK_BS_ALLOCATED;
+        *depth = 1;
+    } else if (off + *n < end) {
+        *n = ROUND_DOWN(*n, bc->cluster);
+    }
+}
+
 /* Copy [start, end) extent by extent through @buf (@buflen bytes).  The
  * caller reports progress for the whole range once it succeeded.  On
  * failure *@copied (if given) tells how many bytes from @start were
@@ -332,6 +361,8 @@ copy_range(VbkBlockCopy *bc,
             return st;
         }
         n = MIN(MAX(n, 1), MIN(end - off, buflen));
+        if (bc->compress)
+            compressed_extent(bc, off, end, &n, &st, &depth);
         if ((st & VBK_BS_ZERO) || depth == 0) {
             ret =
                 vbk_block_pwrite_zeroes(bc->target, off, n, VBK_REQ_MAY_UNMAP);
@@ -345,7 +376,9 @@ copy_range(VbkBlockCopy *bc,
                 *err = (VbkBlockCopyError){ret, true};
                 return ret;
             }
-            ret = vbk_block_pwrite(bc->target, off, n, buf, 0);
+            ret = vbk_block_pwrite(
+                bc->target, off, n, buf,
+                bc->compress ? VBK_REQ_WRITE_COMPRESSED : 0);
             if (ret < 0) {
                 *err = (VbkBlockCopyError){ret, false};
                 return ret;

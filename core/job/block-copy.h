@@ -47,6 +47,10 @@ typedef struct VbkBlockCopy VbkBlockCopy;
 typedef struct {
     int64_t max_workers; /* x-perf max-workers, >= 1 (default 64) */
     int64_t max_chunk;   /* x-perf max-chunk, 0: no limit */
+    /* backup compress: data goes to the target as compressed writes,
+     * one copy cluster per chunk (a multiple of the target's clusters);
+     * the target must support them */
+    bool compress;
 } VbkBlockCopyOptions;
 
 /* Where a copy failed. */

@@ -295,6 +295,29 @@ qio_read(VbkBlockNode *bs, QioArgs *a, GString *out)
     return ok;
 }
 
+/* write's option conflicts, in qemu-io 7.2's order and words; -c
+ * (compressed) needs whole clusters, which the driver checks. */
+static bool
+qio_write_check_flags(QioArgs *a, GString *out)
+{
+    const char *msg = NULL;
+
+    if (a->opt['b'] && a->opt['z'])
+        msg = _("-b and -z cannot be specified at the same time\n");
+    else if (a->opt['f'] && (a->opt['b'] || a->opt['c']))
+        msg = _("-f and -b or -c cannot be specified at the same time\n");
+    else if (a->opt['n'] && !a->opt['z'])
+        msg = _("-n requires -z to be specified\n");
+    else if (a->opt['u'] && !a->opt['z'])
+        msg = _("-u requires -z to be specified\n");
+    else if (a->opt['z'] + a->opt['P'] + a->opt['s'] > 1)
+        msg = _("Only one of -z, -P, and -s can be specified at the same "
+                "time\n");
+    if (msg)
+        g_string_append(out, msg);
+    return msg == NULL;
+}
+
 static bool
 qio_write(VbkBlockNode *bs, QioArgs *a, GString *out)
 {
@@ -304,15 +327,8 @@ qio_write(VbkBlockNode *bs, QioArgs *a, GString *out)
     int pattern = 0xcd, ret;
     gint64 t0;
 
-    if (a->opt['z'] && a->opt['P']) {
-        g_string_append(out, _("-z and -P cannot be specified at the same "
-                               "time\n"));
+    if (!qio_write_check_flags(a, out))
         return false;
-    }
-    if (a->opt['u'] && !a->opt['z']) {
-        g_string_append(out, _("-u requires -z to be specified\n"));
-        return false;
-    }
     if (a->opt['P'] && !qio_parse_pattern(a->optarg['P'], &pattern, out))
         return false;
     if (!qio_parse_range(a, &off, &len, out))
@@ -323,12 +339,15 @@ qio_write(VbkBlockNode *bs, QioArgs *a, GString *out)
         flags |= VBK_REQ_MAY_UNMAP;
     if (a->opt['n'])
         flags |= VBK_REQ_NO_FALLBACK;
+    if (a->opt['c'])
+        flags |= VBK_REQ_WRITE_COMPRESSED;
     t0 = g_get_monotonic_time();
     ret = qio_check_request(bs, off, len);
     if (ret < 0) {
         /* refused before any I/O */
     } else if (a->opt['z']) {
-        ret = vbk_block_pwrite_zeroes(bs, off, len, flags);
+        ret = vbk_block_pwrite_zeroes(bs, off, len,
+                                      flags & ~VBK_REQ_WRITE_COMPRESSED);
     } else {
         buf = g_malloc(len ? len : 1);
         memset(buf, pattern, len);

@@ -9,6 +9,7 @@
  * the real qemu-img must find the backup identical to the copy
  * (`qemu-img compare`) and clean (`qemu-img check`), and the source must
  * differ from the copy — the writes really happened under the job.
+ * Once more with compress=true, where some clusters go compressed.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -78,8 +79,10 @@ close_node(const char *name)
     ck_assert(vbk_block_node_delete(name, NULL));
 }
 
+/* Random clusters, zero clusters and holes; with @compressible some
+ * data clusters are half zeroes (compressed writes shrink them). */
 static void
-fill_random(VbkBlockNode *bs, guint32 seed)
+fill_random(VbkBlockNode *bs, guint32 seed, bool compressible)
 {
     GRand *r = g_rand_new_with_seed(seed);
     g_autofree guint8 *buf = g_malloc(CL);
@@ -89,6 +92,8 @@ fill_random(VbkBlockNode *bs, guint32 seed)
 
         for (guint i = 0; i < CL; i += 4)
             *(guint32 *) (buf + i) = g_rand_int(r);
+        if (compressible && what < 3)
+            memset(buf + CL / 2, 0, CL / 2);
         if (what < 6)
             ck_assert_int_eq(vbk_block_pwrite(bs, off, CL, buf, 0), 0);
         else if (what < 8)
@@ -136,7 +141,7 @@ writer_main(gpointer data)
 }
 
 static void
-proof(int64_t workers, int64_t speed)
+proof(int64_t workers, int64_t speed, bool compress)
 {
     g_autofree char *src = g_build_filename(tmpdir, "src.qcow2", NULL);
     g_autofree char *snap = g_build_filename(tmpdir, "snap.qcow2", NULL);
@@ -151,7 +156,7 @@ proof(int64_t workers, int64_t speed)
         ck_abort_msg("qemu-img is required");
     qemu_img_create(src);
     qemu_img_create(tgt);
-    fill_random(open_qcow2(src, "src"), 5);
+    fill_random(open_qcow2(src, "src"), 5, compress);
     close_node("src");
     {
         const char *cp[] = {"cp", src, snap, NULL};
@@ -168,6 +173,7 @@ proof(int64_t workers, int64_t speed)
     o.speed = speed;
     o.max_workers = workers;
     o.max_chunk = CL;
+    o.compress = compress;
     w.job = vbk_backup_job_start(&o, &err);
     ck_assert_msg(w.job, "%s", err ? err->message : "");
     t = g_thread_new("writer", writer_main, &w);
@@ -192,19 +198,29 @@ proof(int64_t workers, int64_t speed)
         g_clear_pointer(&out, g_free);
         ck_assert_msg(run(moved, NULL) == 1, "the source did not change");
         ck_assert_msg(run(check, &out) == 0, "qemu-img check: %s", out);
+        /* compress: the half-zero clusters went compressed */
+        ck_assert_msg(!compress || !strstr(out, " 0.00% compressed"), "%s",
+                      out);
     }
 }
 
 START_TEST(test_cbw_one_worker)
 {
     /* 16 MiB at 8 MiB/s: about two seconds of racing */
-    proof(1, 8 << 20);
+    proof(1, 8 << 20, false);
 }
 END_TEST
 
 START_TEST(test_cbw_four_workers)
 {
-    proof(4, 12 << 20);
+    proof(4, 12 << 20, false);
+}
+END_TEST
+
+/* compress=true: old data copied by the filter goes compressed too */
+START_TEST(test_cbw_compressed)
+{
+    proof(4, 12 << 20, true);
 }
 END_TEST
 
@@ -218,6 +234,7 @@ cbw_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_cbw_one_worker);
     tcase_add_test(tc, test_cbw_four_workers);
+    tcase_add_test(tc, test_cbw_compressed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -50,6 +50,19 @@ itu_open_qcow2(const char *path,
 }
 
 VbkBlockNode *
+itu_open_parsed(const char *text)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GVariant) opts = g_variant_parse(NULL, text, NULL, NULL, &err);
+    VbkBlockNode *bs;
+
+    ck_assert_msg(opts, "%s: %s", text, err ? err->message : "");
+    bs = vbk_block_node_open(opts, &err);
+    ck_assert_msg(bs, "%s: %s", text, err ? err->message : "");
+    return bs;
+}
+
+VbkBlockNode *
 itu_open_file(const char *path, const char *name, GError **error)
 {
     g_autoptr(GVariant) opts = NULL;
@@ -121,6 +134,22 @@ itu_run(char **out, char **err, const char *prog, ...)
     va_end(ap);
     g_ptr_array_add(argv, NULL);
     return itu_runv((const char *const *) argv->pdata, out, err);
+}
+
+JsonNode *
+itu_run_json(const char *const *argv)
+{
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    g_autofree char *cmd = g_strjoinv(" ", (char **) argv);
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) jerr = NULL;
+    int rc = itu_runv(argv, &out, &err);
+
+    ck_assert_msg(rc == 0, "%s: exit %d\n%s%s", cmd, rc, out, err);
+    ck_assert_msg(json_parser_load_from_data(parser, out, -1, &jerr),
+                  "%s: %s\n%s", cmd, jerr ? jerr->message : "?", out);
+    return json_node_copy(json_parser_get_root(parser));
 }
 
 void

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,10 @@ VbkBlockNode *itu_open_qcow2(const char *path,
                              bool direct,
                              GError **error);
 
+/* Open a node from blockdev-add options written as GVariant text
+ * ("{'driver': <'raw'>, ...}"); fails the test when it does not open. */
+VbkBlockNode *itu_open_parsed(const char *text);
+
 /* Open @path as a plain file node (for vbk_qcow2_create). */
 VbkBlockNode *itu_open_file(const char *path, const char *name, GError **error);
 
@@ -44,6 +49,10 @@ itu_run(char **out, char **err, const char *prog, ...) G_GNUC_NULL_TERMINATED;
 
 /* Same, with the argv as a vector. */
 int itu_runv(const char *const *argv, char **out, char **err);
+
+/* Run a peer that must exit 0 and print JSON (qemu-img map/check/info
+ * --output=json); returns the parsed document (free: json_node_unref). */
+JsonNode *itu_run_json(const char *const *argv);
 
 /* `qemu-img check -f qcow2 PATH`: exit 0 and "No errors were found". */
 void itu_assert_qemu_img_check(const char *path);

@@ -274,7 +274,8 @@ START_TEST(test_hmp_qemu_io_null)
     ck_assert_str_eq(r5, "flush -- flush all in-core file state to disk\r\n");
     ck_assert_str_eq(r6, "bad argument count 0 to write, expected at least 2 "
                          "arguments\r\n");
-    ck_assert_str_eq(r7, "-z and -P cannot be specified at the same time\r\n");
+    ck_assert_str_eq(r7, "Only one of -z, -P, and -s can be specified at "
+                         "the same time\r\n");
     ck_assert_str_eq(r8, "-u requires -z to be specified\r\n");
     ck_assert_msg(g_str_has_prefix(r9, "read: invalid option -- 'X'\r\n"
                                        "read [-abCqv]"),
