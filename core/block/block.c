@@ -685,6 +685,28 @@ vbk_format_info_clear(VbkFormatInfo *info)
 {
     g_clear_pointer(&info->backing_file, g_free);
     g_clear_pointer(&info->backing_fmt, g_free);
+    g_clear_pointer(&info->bitmaps, g_ptr_array_unref);
+}
+
+static void
+format_bitmap_free(gpointer p)
+{
+    VbkFormatBitmap *b = p;
+
+    g_free(b->name);
+    g_free(b);
+}
+
+VbkFormatBitmap *
+vbk_format_info_add_bitmap(VbkFormatInfo *info, const char *name)
+{
+    VbkFormatBitmap *b = g_new0(VbkFormatBitmap, 1);
+
+    if (!info->bitmaps)
+        info->bitmaps = g_ptr_array_new_with_free_func(format_bitmap_free);
+    b->name = g_strdup(name);
+    g_ptr_array_add(info->bitmaps, b);
+    return b;
 }
 
 bool

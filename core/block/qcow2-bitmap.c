@@ -458,6 +458,19 @@ vbk_qcow2_bitmaps_load(VbkBlockNode *bs, GError **error)
 }
 
 void
+vbk_qcow2_bitmaps_format_info(VbkQcow2State *s, VbkFormatInfo *info)
+{
+    for (guint i = 0; s->bitmap_dir && i < s->bitmap_dir->len; i++) {
+        const VbkQcow2BitmapEntry *e = s->bitmap_dir->pdata[i];
+        VbkFormatBitmap *b = vbk_format_info_add_bitmap(info, e->name);
+
+        b->granularity = 1ull << e->gran_bits;
+        b->in_use = e->flags & QCOW2_BME_FLAG_IN_USE;
+        b->enabled = e->flags & QCOW2_BME_FLAG_AUTO;
+    }
+}
+
+void
 vbk_qcow2_bitmaps_free(VbkQcow2State *s)
 {
     g_clear_pointer(&s->bitmap_dir, g_ptr_array_unref);

@@ -73,6 +73,9 @@ bool vbk_qcow2_bitmaps_load(VbkBlockNode *bs, GError **error);
 bool vbk_qcow2_bitmaps_store(VbkBlockNode *bs, GError **error);
 /* Drop the in-memory directory (state teardown). */
 void vbk_qcow2_bitmaps_free(VbkQcow2State *s);
+/* What the directory lists now, for format-specific info (caller holds
+ * VbkQcow2State.lock). */
+void vbk_qcow2_bitmaps_format_info(VbkQcow2State *s, VbkFormatInfo *info);
 /* Resize: QEMU's refusal when persistent bitmaps cannot follow. */
 bool vbk_qcow2_bitmaps_truncate_check(VbkBlockNode *bs, GError **error);
 

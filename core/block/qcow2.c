@@ -1,6 +1,6 @@
 /*
- * qcow2.c: the qcow2 format driver — open, close, flush, create, grow,
- * and what queries show about an image.
+ * qcow2.c: the qcow2 format driver — open, close, flush, create, grow
+ * (shrinking is qcow2-shrink.c), and what queries show about an image.
  *
  * Opening reads cluster 0 and hands it to vbk_qcow2_header_decode(),
  * which refuses anything malformed; then the L1 table and the refcount
@@ -263,11 +263,13 @@ qcow2_truncate(VbkBlockNode *bs, uint64_t size, GError **error)
     if (!vbk_qcow2_bitmaps_truncate_check(bs, error))
         return false;
     locker = g_mutex_locker_new(&s->lock);
-    if (size < s->hdr.size) {
+    if (s->hdr.nb_snapshots && s->hdr.version < 3) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
-                    _("qcow2 doesn't support shrinking images yet"));
+                    _("Can't resize a v2 image which has snapshots"));
         return false;
     }
+    if (size < s->hdr.size)
+        return vbk_qcow2_shrink(bs, size, error);
     if (size == s->hdr.size)
         return true;
     return qcow2_grow(bs, size, error);
@@ -311,6 +313,7 @@ qcow2_format_info(VbkBlockNode *bs, VbkFormatInfo *info)
     info->zstd = s->hdr.compression_type == QCOW2_COMPRESSION_ZSTD;
     info->backing_file = g_strdup(s->hdr.backing_file);
     info->backing_fmt = g_strdup(s->hdr.backing_fmt);
+    vbk_qcow2_bitmaps_format_info(s, info);
     return true;
 }
 

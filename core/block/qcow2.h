@@ -9,6 +9,7 @@
  *   qcow2-rebuild.c  rebuilding refcounts of a dirty (lazy refcount) image
  *   qcow2-cluster.c  L1/L2 lookup, L2 allocation and entry updates
  *   qcow2-io.c       read, write, write-zeroes, discard, block status
+ *   qcow2-shrink.c   shrinking the virtual size
  *   qcow2.c          the driver table: open, close, create, grow, info
  *
  * Locking: VbkQcow2State.lock guards every field below and all metadata
@@ -226,6 +227,9 @@ int vbk_qcow2_l2_set(VbkBlockNode *bs,
                      const uint64_t *entries);
 bool vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error);
 int vbk_qcow2_read_compressed(VbkBlockNode *bs, uint64_t entry, uint8_t *out);
+
+/* ---- qcow2-shrink.c ---- */
+bool vbk_qcow2_shrink(VbkBlockNode *bs, uint64_t size, GError **error);
 
 /* ---- qcow2-io.c ---- */
 int vbk_qcow2_co_pread(VbkBlockNode *bs,

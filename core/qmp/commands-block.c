@@ -260,6 +260,29 @@ qmp_node_has_info(VbkBlockNode *bs)
     return false;
 }
 
+/* Qcow2BitmapInfo list: name, granularity, flags (in-use, auto). */
+static JsonArray *
+qmp_format_bitmaps(GPtrArray *bitmaps)
+{
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; i < bitmaps->len; i++) {
+        const VbkFormatBitmap *b = bitmaps->pdata[i];
+        JsonObject *o = json_object_new();
+        JsonArray *flags = json_array_new();
+
+        if (b->in_use)
+            json_array_add_string_element(flags, "in-use");
+        if (b->enabled)
+            json_array_add_string_element(flags, "auto");
+        json_object_set_string_member(o, "name", b->name);
+        json_object_set_int_member(o, "granularity", b->granularity);
+        json_object_set_array_member(o, "flags", flags);
+        json_array_add_object_element(arr, o);
+    }
+    return arr;
+}
+
 static JsonObject *
 qmp_format_specific(const VbkFormatInfo *fi)
 {
@@ -276,6 +299,9 @@ qmp_format_specific(const VbkFormatInfo *fi)
                                        fi->lazy_refcounts);
         json_object_set_boolean_member(data, "corrupt", fi->corrupt);
         json_object_set_int_member(data, "refcount-bits", fi->refcount_bits);
+        if (fi->bitmaps && fi->bitmaps->len)
+            json_object_set_array_member(data, "bitmaps",
+                                         qmp_format_bitmaps(fi->bitmaps));
     }
     json_object_set_string_member(data, "compression-type",
                                   fi->zstd ? "zstd" : "zlib");
