@@ -112,8 +112,11 @@ node_name_wellformed(const char *name)
     return true;
 }
 
-static bool
-check_keys(GVariant *opts, const VbkBlockDriver *drv, GError **error)
+bool
+vbk_block_check_keys(GVariant *opts,
+                     const VbkBlockDriver *drv,
+                     const char *prefix,
+                     GError **error)
 {
     GVariantIter iter;
     const char *key;
@@ -130,7 +133,7 @@ check_keys(GVariant *opts, const VbkBlockDriver *drv, GError **error)
         if (drv->supports_backing && g_str_equal(key, "backing"))
             continue;
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("Parameter '%s' is unexpected"), key);
+                    _("Parameter '%s%s' is unexpected"), prefix, key);
         return false;
     }
     return true;
@@ -256,7 +259,7 @@ node_open(GVariant *opts, GError **error)
                     driver);
         return NULL;
     }
-    if (!check_keys(opts, drv, error))
+    if (!vbk_block_check_keys(opts, drv, "", error))
         return NULL;
 
     bs = g_new0(VbkBlockNode, 1);

@@ -93,6 +93,15 @@ VbkBlockNode *vbk_block_node_open_image(const char *filename,
                                         const char *node_name,
                                         GError **error);
 
+/*
+ * blockdev-reopen: give the nodes named by the @n option sets @opts
+ * (blockdev-add style a{sv}, each with its node-name) those options;
+ * read-only and discard may change.  All are checked before any change
+ * (see reopen.c for the rules and QEMU's messages).
+ */
+bool vbk_block_reopen_multiple(GVariant *const *opts, guint n,
+                               GError **error);
+
 /* blockdev-del: drop the registry's reference of a node nobody uses. */
 bool vbk_block_node_delete(const char *node_name, GError **error);
 

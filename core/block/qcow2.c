@@ -218,6 +218,50 @@ qcow2_close(VbkBlockNode *bs)
     g_clear_pointer(&s->alloc_inflight, g_array_unref);
 }
 
+/*
+ * blockdev-reopen.  Going read-only: the persistent bitmaps are stored
+ * (clean on disk, no longer in_use) and become read-only, then the node
+ * stops writing.  Going read-write (the file child already is): the
+ * open-time fix-ups run, then the bitmaps are marked in_use on disk and
+ * become writable again.
+ */
+static bool
+qcow2_reopen(VbkBlockNode *bs, bool read_only, GError **error)
+{
+    VbkQcow2State *s = bs->opaque;
+    bool ok;
+
+    if (read_only) {
+        if (!vbk_qcow2_bitmaps_store(bs, error))
+            return false;
+        vbk_qcow2_bitmaps_set_readonly(bs, true);
+        if (vbk_block_flush(bs->file) < 0)
+            return qcow2_set_io_error(error, -EIO, _("Could not flush"));
+        g_mutex_lock(&s->lock);
+        s->writable = false;
+        g_mutex_unlock(&s->lock);
+        return true;
+    }
+    if (s->hdr.incompatible & QCOW2_INCOMPAT_CORRUPT) {
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("qcow2: Image is corrupt; cannot be opened read/write"));
+        return false;
+    }
+    g_mutex_lock(&s->lock);
+    s->writable = true;
+    ok = qcow2_open_rw_fixups(bs, error);
+    if (!ok)
+        s->writable = false;
+    g_mutex_unlock(&s->lock);
+    if (ok && !vbk_qcow2_bitmaps_reopen_rw(bs, error)) {
+        g_mutex_lock(&s->lock);
+        s->writable = false;
+        g_mutex_unlock(&s->lock);
+        return false;
+    }
+    return ok;
+}
+
 /* Grow the virtual size to @size (caller holds the lock). */
 static bool
 qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
@@ -333,6 +377,7 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .getlength = qcow2_getlength,
     .allocated_size = qcow2_allocated_size,
     .truncate = qcow2_truncate,
+    .reopen = qcow2_reopen,
     .format_info = qcow2_format_info,
     .cluster_size = qcow2_cluster_size,
     .can_store_new_bitmap = vbk_qcow2_can_store_new_bitmap,
