@@ -147,6 +147,11 @@ struct VbkBlockNode {
     gint refcnt;
     char *node_name;           /* never NULL: generated when anonymous */
     bool auto_named;           /* node-name was generated */
+    /* read-only / node-name were in the node's own options (not
+     * inherited from a parent) at open or at the last reopen; QEMU keeps
+     * such "explicit options" and reopen.c follows its rules on them */
+    bool ro_explicit;
+    bool name_explicit;
     const VbkBlockDriver *drv;
     void *opaque;              /* drv->instance_size bytes */
     char *filename;            /* what queries show as "file" */

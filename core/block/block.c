@@ -146,9 +146,13 @@ parse_common(VbkBlockNode *bs, GVariant *opts, GError **error)
     const char *discard = NULL;
     bool ro = false;
 
-    if (vbk_opts_lookup_bool(opts, "read-only", &ro, error) < 0)
+    int ro_given = vbk_opts_lookup_bool(opts, "read-only", &ro, error);
+
+    if (ro_given < 0)
         return false;
     bs->read_only = ro;
+    /* resolve_child() corrects it for inherited values */
+    bs->ro_explicit = ro_given > 0;
 
     cache = g_variant_lookup_value(opts, "cache", G_VARIANT_TYPE_VARDICT);
     if (cache) {
@@ -211,6 +215,7 @@ assign_node_name(VbkBlockNode *bs, GVariant *opts, GError **error)
         return false;
     }
     bs->node_name = g_strdup(name);
+    bs->name_explicit = true;
     return true;
 }
 
@@ -493,7 +498,13 @@ resolve_child(VbkBlockNode *parent, GVariant *value, bool force_ro,
     }
     if (g_variant_is_of_type(value, G_VARIANT_TYPE_VARDICT)) {
         g_autoptr(GVariant) o = child_options(parent, value, force_ro);
-        return node_open(o, error);
+        g_autoptr(GVariant) own_ro =
+            g_variant_lookup_value(value, "read-only", NULL);
+        VbkBlockNode *child = node_open(o, error);
+
+        if (child)
+            child->ro_explicit = own_ro != NULL;
+        return child;
     }
     g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID, "%s",
                 _("Invalid parameter type for 'file', expected: "

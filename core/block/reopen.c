@@ -9,7 +9,10 @@
  * file node's filename cannot change ("Cannot change the option 'x'").
  * A child given inline ("file": {...}) is reopened with those options,
  * inheriting read-only from its parent unless it sets it; a child given
- * by node-name must be the current one.
+ * by node-name must be the current one and keeps its current options,
+ * whatever another element of the list asks for it (as QEMU 7.2 does:
+ * [file RW, qcow2 RW with "file": "name"] fails while the file is
+ * read-only, in either order).
  *
  * What may change: read-only and discard.  The whole list is planned and
  * checked first, with every node's final read-only state known:
@@ -37,6 +40,9 @@ typedef struct {
     VbkBlockNode *bs;
     bool read_only;
     bool discard_unmap;
+    bool ro_explicit;   /* read-only given in the node's own options */
+    bool name_explicit; /* node-name given in them */
+    bool pinned; /* named by reference from a parent: see plan_keep() */
 } ReopenPlan;
 
 static bool G_GNUC_PRINTF(2, 3)
@@ -72,6 +78,25 @@ final_ro(GArray *plan, VbkBlockNode *bs)
     return p ? p->read_only : bs->read_only;
 }
 
+/*
+ * A child named by reference from a parent going @parent_ro keeps its
+ * options: its explicit read-only, else the parent's (inherited).  No
+ * other element of the list changes that.
+ */
+static bool
+plan_keep(GArray *plan, VbkBlockNode *bs, bool parent_ro)
+{
+    ReopenPlan p = {bs, bs->ro_explicit ? bs->read_only : parent_ro,
+                    bs->discard_unmap, bs->ro_explicit, bs->name_explicit,
+                    true};
+
+    if (plan_find(plan, bs))
+        *plan_find(plan, bs) = p;
+    else
+        g_array_append_val(plan, p);
+    return true;
+}
+
 static bool plan_node(GArray *plan, VbkBlockNode *bs, GVariant *opts,
                       bool default_ro, const char *prefix, GError **error);
 
@@ -102,7 +127,9 @@ plan_file_child(GArray *plan, VbkBlockNode *bs, GVariant *opts, bool ro,
         }
         if (child != bs->file)
             return reopen_fail(error, _("Cannot change the option '%s'"), key);
-        return true;
+        /* as QEMU: a child named by reference keeps its current options,
+         * replacing what an earlier element of the list asked for */
+        return plan_keep(plan, child, ro);
     }
     if (!bs->file || !g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT))
         return reopen_fail(error, _("Cannot change the option '%s'"), key);
@@ -153,7 +180,9 @@ plan_fixed_options(VbkBlockNode *bs, GVariant *opts, GError **error)
     if (!driver || !g_str_equal(driver, bs->drv->format_name))
         return reopen_fail(error, _("Cannot change the option '%s'"),
                            "driver");
-    if (name ? !g_str_equal(name, bs->node_name) : !bs->auto_named)
+    /* QEMU compares with the node-name of the last options: one given
+     * where the last ones had none is a change too */
+    if (name && (!g_str_equal(name, bs->node_name) || !bs->name_explicit))
         return reopen_fail(error, _("Cannot change the option '%s'"),
                            "node-name");
     if (filename && g_str_equal(bs->drv->format_name, "file") &&
@@ -169,15 +198,18 @@ static bool
 plan_node(GArray *plan, VbkBlockNode *bs, GVariant *opts, bool default_ro,
           const char *prefix, GError **error)
 {
-    ReopenPlan p = {bs, default_ro, false};
+    ReopenPlan p = {bs, default_ro, false, false, false, false};
     const char *discard = NULL;
+    int r;
 
     if (!vbk_block_check_keys(opts, bs->drv, prefix, error) ||
         !plan_fixed_options(bs, opts, error))
         return false;
-    if (vbk_opts_lookup_bool(opts, "read-only", &p.read_only, error) < 0 ||
-        vbk_opts_lookup_string(opts, "discard", &discard, error) < 0)
+    r = vbk_opts_lookup_bool(opts, "read-only", &p.read_only, error);
+    if (r < 0 || vbk_opts_lookup_string(opts, "discard", &discard, error) < 0)
         return false;
+    p.ro_explicit = r > 0;
+    p.name_explicit = g_variant_lookup_value(opts, "node-name", NULL) != NULL;
     if (discard && !g_str_equal(discard, "ignore") &&
         !g_str_equal(discard, "off") && !g_str_equal(discard, "unmap") &&
         !g_str_equal(discard, "on"))
@@ -186,10 +218,10 @@ plan_node(GArray *plan, VbkBlockNode *bs, GVariant *opts, bool default_ro,
                            discard);
     p.discard_unmap =
         discard && (g_str_equal(discard, "unmap") || g_str_equal(discard, "on"));
-    if (plan_find(plan, bs))
-        *plan_find(plan, bs) = p; /* listed again: the last one wins */
-    else
+    if (!plan_find(plan, bs))
         g_array_append_val(plan, p);
+    else if (!plan_find(plan, bs)->pinned)
+        *plan_find(plan, bs) = p; /* listed again: the last one wins */
     if (bs->drv->supports_backing && !plan_backing(bs, opts, error))
         return false;
     if (bs->drv->is_format || bs->drv->is_filter)
@@ -221,6 +253,10 @@ plan_check(GArray *plan, GError **error)
 
         if (!p->read_only && p->bs->file && final_ro(plan, p->bs->file))
             return reopen_fail(error, "%s", _("Block node is read-only"));
+    }
+    for (guint i = 0; i < plan->len; i++) {
+        ReopenPlan *p = &g_array_index(plan, ReopenPlan, i);
+
         if (p->read_only && rw_user(plan, p->bs))
             return reopen_fail(
                 error, _("Read-only block node '%s' cannot support "
@@ -234,6 +270,8 @@ static bool
 apply_one(ReopenPlan *p, GError **error)
 {
     p->bs->discard_unmap = p->discard_unmap;
+    p->bs->ro_explicit = p->ro_explicit;
+    p->bs->name_explicit = p->name_explicit;
     if (p->read_only == p->bs->read_only)
         return true;
     if (p->bs->drv->reopen && !p->bs->drv->reopen(p->bs, p->read_only, error))

@@ -193,7 +193,8 @@ qmp_reopen_check_element(JsonNode *node, guint i, GError **error)
         return false;
     driver = vbk_qmp_arg_str(obj, "driver", NULL);
     if (!vbk_qmp_is_qemu_block_driver(driver)) {
-        vbk_qmp_error_bad_value(error, prefix, "driver", driver);
+        /* QEMU names this member without the list position */
+        vbk_qmp_error_bad_value(error, "", "driver", driver);
         return false;
     }
     return qmp_blockdev_add_precheck(obj, driver, prefix, error);
