@@ -379,6 +379,12 @@ qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
     }
 }
 
+void
+vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
+{
+    qcow2_wait_alloc(s, offset, bytes);
+}
+
 static void
 qcow2_alloc_done(VbkQcow2State *s, uint64_t start)
 {

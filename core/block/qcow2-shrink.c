@@ -293,6 +293,8 @@ vbk_qcow2_shrink(VbkBlockNode *bs, uint64_t size, GError **error)
     uint64_t file_end = 0;
     int ret;
 
+    /* no write may still be installing clusters in the range given up */
+    vbk_qcow2_wait_alloc(s, size, s->hdr.size - size);
     ret = shrink_partial_table(bs, start);
     if (ret < 0)
         return shrink_fail(error, ret, _("Failed to discard cropped clusters"));

@@ -250,6 +250,9 @@ int vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
                             uint64_t bytes,
                             VbkRequestFlags flags);
 int vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+/* Under the lock: wait for the allocating writes in flight (outside the
+ * lock) that touch [offset, offset+bytes) (qcow2-shrink.c). */
+void vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes);
 int vbk_qcow2_co_block_status(VbkBlockNode *bs,
                               uint64_t offset,
                               uint64_t bytes,
