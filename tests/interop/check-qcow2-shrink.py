@@ -250,6 +250,17 @@ CASES = [
      'bitmaps': [('b0', 65536)],
      'writes': ['write -P 0x81 0 1M', 'write -P 0x82 40M 1M'],
      'resizes': [11 * MiB + 512, 24 * MiB]},
+    # compressed clusters (several share a host cluster) beyond the end
+    {'name': 'compressed', 'size': 64 * MiB,
+     'bitmaps': [('b0', 65536)],
+     'writes': ['write -c -P 0x91 0 256k', 'write -c -P 0x92 10M 512k',
+                'write -c -P 0x93 30M 1M', 'write -P 0x94 31M 64k'],
+     'resizes': [10 * MiB + 128 * 1024, 64 * MiB]},
+    # down to nothing and back
+    {'name': 'to-zero', 'size': 16 * MiB, 'cluster': 4096,
+     'bitmaps': [('b0', 4096)],
+     'writes': ['write -P 0xa1 0 1M', 'write -P 0xa2 9M 1M'],
+     'resizes': [0, 8 * MiB]},
     # an internal snapshot shares the L2 tables and clusters
     {'name': 'snapshot', 'size': 64 * MiB, 'cluster': 4096,
      'bitmaps': [('b0', 65536)],
