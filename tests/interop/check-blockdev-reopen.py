@@ -181,7 +181,7 @@ def refusals(r):
 
 
 def main():
-    t = Tap()
+    t = Tap('vbackup', 'QEMU')
     tmp = tempfile.mkdtemp(prefix='vbk-reopen-')
     try:
         orig = os.path.join(tmp, 'orig.qcow2')

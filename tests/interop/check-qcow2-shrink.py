@@ -274,7 +274,7 @@ CASES = [
 
 def main():
     exe = sys.argv[1]
-    t = Tap()
+    t = Tap('vbackup', 'QEMU')
     tmp = tempfile.mkdtemp(prefix='vbk-shrink-')
     try:
         for spec in CASES:

@@ -2,7 +2,7 @@
 qemu-storage-daemon 7.2 on copies of the same image and judge the
 results with the real qemu-img.
 
-  Tap        TAP output (ok/eq/done)
+  Tap        TAP output (taplib.py), labelled vbackup / QEMU
   Daemons    a vbackupd and a qemu-storage-daemon, started and quit
              together; cmd() sends one command to both and returns the
              pair of replies
@@ -16,33 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmp  # noqa: E402
+from taplib import Tap  # noqa: E402,F401  (re-exported for the tests)
 
 QEMU_IMG = '/usr/bin/qemu-img'
 QEMU_IO = '/usr/bin/qemu-io'
-
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def ok(self, cond, desc, diag=None):
-        self.n += 1
-        print('%s %d - %s' % ('ok' if cond else 'not ok', self.n, desc))
-        if not cond:
-            self.failed += 1
-            if diag:
-                for line in str(diag).splitlines():
-                    print('# ' + line)
-        sys.stdout.flush()
-        return cond
-
-    def eq(self, got, want, desc):
-        return self.ok(got == want, desc, 'got:  %r\nwant: %r' % (got, want))
-
-    def done(self):
-        print('1..%d' % self.n)
-        return 1 if self.failed else 0
 
 
 def run(*argv):
