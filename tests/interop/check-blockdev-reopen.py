@@ -17,11 +17,14 @@ Judged at each step:
     read-write marks them "in-use" again — the same in both images;
   - a read-only bitmap refuses block-dirty-bitmap-clear with QEMU's
     words, and the bitmaps' sha256 stay equal;
-and at the end `qemu-img check` is clean for both images.
+and at the end `qemu-img check` is clean for both images.  Last, a
+reopen read-only followed by kill -9 leaves both images clean with every
+bitmap (one added since the open included) stored, not in-use.
 """
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -180,6 +183,38 @@ def refusals(r):
     r.check_state('after the refused reopens')
 
 
+def crash_after_reopen_ro(t, exe, tmp, orig):
+    """Reopen read-only, then kill -9: what the reopen stored is all the
+    image has, and it must be clean and complete (b0 and the new b2)."""
+    imgs = [os.path.join(tmp, w + '-crash.qcow2') for w in ('v', 'q')]
+    for img in imgs:
+        shutil.copyfile(orig, img)
+    d = Daemons(exe, tmp, 'crash').start()
+    try:
+        r = Reopen(t, d, imgs)
+        r.both('blockdev-add', lambda img: {
+            'driver': 'qcow2', 'node-name': 'drive0',
+            'file': {'driver': 'file', 'node-name': 'file0',
+                     'filename': img}}, 'crash: blockdev-add')
+        r.both('block-dirty-bitmap-add',
+               lambda img: {'node': 'drive0', 'name': 'b2',
+                            'persistent': True, 'granularity': 131072},
+               'crash: add b2')
+        r.reopen('crash: read-only', lambda img: r.opts(img, **{
+            'read-only': True}))
+    finally:
+        d.kill(signal.SIGKILL)
+    t.eq(on_disk(imgs[0]), on_disk(imgs[1]),
+         'crash: bitmaps on disk after kill -9')
+    t.eq([(b['name'], b['flags']) for b in on_disk(imgs[0]) or []],
+         [('b0', ['auto']), ('b2', ['auto'])],
+         'crash: b0 and b2 stored by the reopen, not in-use')
+    for who, img in zip(('vbackup', 'QEMU'), imgs):
+        rc, out = qemu_img('check', img)
+        t.ok(rc == 0, 'crash: qemu-img check of the %s image: clean' % who,
+             out)
+
+
 def main():
     t = Tap('vbackup', 'QEMU')
     tmp = tempfile.mkdtemp(prefix='vbk-reopen-')
@@ -208,6 +243,7 @@ def main():
             t.ok(rc == 0, 'qemu-img check of the %s image: clean' % who, out)
         t.eq(on_disk(imgs[0]), on_disk(imgs[1]),
              'after quit: the same bitmaps on disk')
+        crash_after_reopen_ro(t, sys.argv[1], tmp, orig)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return t.done()

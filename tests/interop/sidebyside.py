@@ -11,6 +11,7 @@ results with the real qemu-img.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -101,8 +102,10 @@ class Daemons:
         self.procs, self.mons = [], []
         return out
 
-    def kill(self):
+    def kill(self, sig=signal.SIGTERM):
         for proc in self.procs:
-            qmp.stop(proc)
+            qmp.stop(proc, sig)
             proc.stderr.close()
-        self.procs = []
+        for mon in self.mons:
+            mon.close()
+        self.procs, self.mons = [], []
