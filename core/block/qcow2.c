@@ -230,13 +230,16 @@ qcow2_reopen(VbkBlockNode *bs, bool read_only, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
     bool ok;
+    int ret;
 
     if (read_only) {
         if (!vbk_qcow2_bitmaps_store(bs, error))
             return false;
         vbk_qcow2_bitmaps_set_readonly(bs, true);
-        if (vbk_block_flush(bs->file) < 0)
-            return qcow2_set_io_error(error, -EIO, _("Could not flush"));
+        /* the node itself: whatever the driver caches reaches the disk */
+        ret = vbk_block_flush(bs);
+        if (ret < 0)
+            return qcow2_set_io_error(error, ret, _("Could not flush"));
         g_mutex_lock(&s->lock);
         s->writable = false;
         g_mutex_unlock(&s->lock);
