@@ -161,7 +161,9 @@ shrink_l1(VbkBlockNode *bs,
             s->l1[keep + i] = tables[i];
             ret = shrink_read_l2(bs, keep + i, &l2);
             s->l1[keep + i] = 0;
-            if (ret >= 0)
+            if (ret < 0)
+                tables[i] = 0; /* unreadable or invalid: leak it */
+            else
                 ret = shrink_free_entries(bs, l2, s->l2_entries);
             continue;
         }
