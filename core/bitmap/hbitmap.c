@@ -174,15 +174,21 @@ level_set_range(
     for (;;) {
         uint64_t *lv = hb->levels[k];
         uint64_t fw = first >> WORD_SHIFT, lw = last >> WORD_SHIFT, w;
+        bool changed = false;
 
         for (w = fw; w <= lw; w++) {
             uint64_t mask = range_mask(w, first, last);
+            uint64_t fresh = mask & ~lv[w];
 
             if (added)
-                *added += __builtin_popcountll(mask & ~lv[w]);
+                *added += __builtin_popcountll(fresh);
+            changed |= fresh != 0;
             lv[w] |= mask;
         }
-        if (++k >= hb->nlevels)
+        /* no bit new on this level: every word it touched was non-zero
+         * already, so the summary bits above are set (the common case
+         * of a write to a granule already dirty stops here) */
+        if (!changed || ++k >= hb->nlevels)
             return;
         first = fw;
         last = lw;

@@ -131,6 +131,10 @@ struct VbkBlockDriver {
     int64_t (*getlength)(VbkBlockNode *bs);
     int64_t (*allocated_size)(VbkBlockNode *bs);
     bool (*truncate)(VbkBlockNode *bs, uint64_t size, GError **error);
+    /* blockdev-reopen: become read-only or read-write (reopen.c calls it
+     * with the file child already read-write, or no read-write parent
+     * left); NULL when the driver keeps no state that depends on it */
+    bool (*reopen)(VbkBlockNode *bs, bool read_only, GError **error);
     bool (*format_info)(VbkBlockNode *bs, VbkFormatInfo *info);
     uint32_t (*cluster_size)(VbkBlockNode *bs);
     /* persistent dirty bitmaps: may a new one be stored (QEMU's checks
@@ -147,6 +151,11 @@ struct VbkBlockNode {
     gint refcnt;
     char *node_name;           /* never NULL: generated when anonymous */
     bool auto_named;           /* node-name was generated */
+    /* read-only / node-name were in the node's own options (not
+     * inherited from a parent) at open or at the last reopen; QEMU keeps
+     * such "explicit options" and reopen.c follows its rules on them */
+    bool ro_explicit;
+    bool name_explicit;
     const VbkBlockDriver *drv;
     void *opaque;              /* drv->instance_size bytes */
     char *filename;            /* what queries show as "file" */
@@ -182,6 +191,11 @@ void vbk_block_dirty_release_all(VbkBlockNode *bs);
  * of [offset, offset+bytes) first (io.c, before writes, write-zeroes and
  * discards reach the driver).  0 or -errno: the request must fail. */
 int vbk_block_before_write(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+
+/* block.c: refuse keys of @opts that @drv does not take, with QAPI's
+ * "Parameter '<prefix><key>' is unexpected". */
+bool vbk_block_check_keys(GVariant *opts, const VbkBlockDriver *drv,
+                          const char *prefix, GError **error);
 
 /* Registered drivers, looked up by format_name (block.c). */
 const VbkBlockDriver *vbk_block_driver_find(const char *name);

@@ -112,8 +112,11 @@ node_name_wellformed(const char *name)
     return true;
 }
 
-static bool
-check_keys(GVariant *opts, const VbkBlockDriver *drv, GError **error)
+bool
+vbk_block_check_keys(GVariant *opts,
+                     const VbkBlockDriver *drv,
+                     const char *prefix,
+                     GError **error)
 {
     GVariantIter iter;
     const char *key;
@@ -130,7 +133,7 @@ check_keys(GVariant *opts, const VbkBlockDriver *drv, GError **error)
         if (drv->supports_backing && g_str_equal(key, "backing"))
             continue;
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
-                    _("Parameter '%s' is unexpected"), key);
+                    _("Parameter '%s%s' is unexpected"), prefix, key);
         return false;
     }
     return true;
@@ -143,9 +146,13 @@ parse_common(VbkBlockNode *bs, GVariant *opts, GError **error)
     const char *discard = NULL;
     bool ro = false;
 
-    if (vbk_opts_lookup_bool(opts, "read-only", &ro, error) < 0)
+    int ro_given = vbk_opts_lookup_bool(opts, "read-only", &ro, error);
+
+    if (ro_given < 0)
         return false;
     bs->read_only = ro;
+    /* resolve_child() corrects it for inherited values */
+    bs->ro_explicit = ro_given > 0;
 
     cache = g_variant_lookup_value(opts, "cache", G_VARIANT_TYPE_VARDICT);
     if (cache) {
@@ -208,6 +215,7 @@ assign_node_name(VbkBlockNode *bs, GVariant *opts, GError **error)
         return false;
     }
     bs->node_name = g_strdup(name);
+    bs->name_explicit = true;
     return true;
 }
 
@@ -256,7 +264,7 @@ node_open(GVariant *opts, GError **error)
                     driver);
         return NULL;
     }
-    if (!check_keys(opts, drv, error))
+    if (!vbk_block_check_keys(opts, drv, "", error))
         return NULL;
 
     bs = g_new0(VbkBlockNode, 1);
@@ -490,7 +498,13 @@ resolve_child(VbkBlockNode *parent, GVariant *value, bool force_ro,
     }
     if (g_variant_is_of_type(value, G_VARIANT_TYPE_VARDICT)) {
         g_autoptr(GVariant) o = child_options(parent, value, force_ro);
-        return node_open(o, error);
+        g_autoptr(GVariant) own_ro =
+            g_variant_lookup_value(value, "read-only", NULL);
+        VbkBlockNode *child = node_open(o, error);
+
+        if (child)
+            child->ro_explicit = own_ro != NULL;
+        return child;
     }
     g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID, "%s",
                 _("Invalid parameter type for 'file', expected: "
@@ -691,6 +705,28 @@ vbk_format_info_clear(VbkFormatInfo *info)
 {
     g_clear_pointer(&info->backing_file, g_free);
     g_clear_pointer(&info->backing_fmt, g_free);
+    g_clear_pointer(&info->bitmaps, g_ptr_array_unref);
+}
+
+static void
+format_bitmap_free(gpointer p)
+{
+    VbkFormatBitmap *b = p;
+
+    g_free(b->name);
+    g_free(b);
+}
+
+VbkFormatBitmap *
+vbk_format_info_add_bitmap(VbkFormatInfo *info, const char *name)
+{
+    VbkFormatBitmap *b = g_new0(VbkFormatBitmap, 1);
+
+    if (!info->bitmaps)
+        info->bitmaps = g_ptr_array_new_with_free_func(format_bitmap_free);
+    b->name = g_strdup(name);
+    g_ptr_array_add(info->bitmaps, b);
+    return b;
 }
 
 bool

@@ -96,6 +96,15 @@ VbkBlockNode *vbk_block_node_open_image(const char *filename,
                                         const char *node_name,
                                         GError **error);
 
+/*
+ * blockdev-reopen: give the nodes named by the @n option sets @opts
+ * (blockdev-add style a{sv}, each with its node-name) those options;
+ * read-only and discard may change.  All are checked before any change
+ * (see reopen.c for the rules and QEMU's messages).
+ */
+bool vbk_block_reopen_multiple(GVariant *const *opts, guint n,
+                               GError **error);
+
 /* blockdev-del: drop the registry's reference of a node nobody uses. */
 bool vbk_block_node_delete(const char *node_name, GError **error);
 
@@ -200,6 +209,15 @@ bool vbk_qcow2_create(VbkBlockNode *file, const VbkQcow2CreateOptions *opts,
 
 /* ---- Format-specific information (query-named-block-nodes, info) ---- */
 
+/* A persistent bitmap as the image's bitmap directory lists it now
+ * (qemu-img info's format-specific "bitmaps"). */
+typedef struct {
+    char *name;
+    uint64_t granularity;
+    bool in_use;             /* flag "in-use" */
+    bool enabled;            /* flag "auto" */
+} VbkFormatBitmap;
+
 typedef struct {
     const char *format;      /* "qcow2" */
     int version;             /* 2 or 3 */
@@ -211,9 +229,15 @@ typedef struct {
     bool zstd;
     char *backing_file;      /* from the header, or NULL */
     char *backing_fmt;
+    /* (element-type VbkFormatBitmap) in directory order; NULL when the
+     * image has no bitmap directory */
+    GPtrArray *bitmaps;
 } VbkFormatInfo;
 
 void vbk_format_info_clear(VbkFormatInfo *info);
+/* Append a bitmap named @name to @info (for drivers).  (transfer none) */
+VbkFormatBitmap *vbk_format_info_add_bitmap(VbkFormatInfo *info,
+                                            const char *name);
 /* Fill @info for a format node; FALSE when the driver has none. */
 bool vbk_block_node_format_info(VbkBlockNode *bs, VbkFormatInfo *info);
 

@@ -67,6 +67,32 @@ file_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     return true;
 }
 
+/*
+ * blockdev-reopen: a descriptor with the new access mode takes the old
+ * one's number (dup2), so requests in flight keep a valid descriptor.
+ */
+static bool
+file_reopen(VbkBlockNode *bs, bool read_only, GError **error)
+{
+    FileState *s = bs->opaque;
+    int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    int fd, err;
+
+    if (bs->cache_direct)
+        flags |= O_DIRECT;
+    fd = open(bs->filename, flags);
+    if (fd < 0 || dup3(fd, s->fd, O_CLOEXEC) < 0) {
+        err = errno;
+        if (fd >= 0)
+            close(fd);
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
+                    _("Could not reopen file: %s"), g_strerror(err));
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
 static void
 file_close(VbkBlockNode *bs)
 {
@@ -374,4 +400,5 @@ const VbkBlockDriver vbk_drv_file = {
     .getlength = file_getlength,
     .allocated_size = file_allocated_size,
     .truncate = file_truncate,
+    .reopen = file_reopen,
 };

@@ -385,9 +385,10 @@ load_dir(VbkBlockNode *bs, GError **error)
                                        s->file_size, error);
 }
 
-/* Mark every loaded bitmap in_use in the directory, in place. */
+/* Mark every loaded bitmap in_use in the directory, in place (caller
+ * holds VbkQcow2State.lock). */
 static bool
-load_mark_in_use(VbkBlockNode *bs, GPtrArray *dir, GError **error)
+mark_in_use_locked(VbkBlockNode *bs, GPtrArray *dir, GError **error)
 {
     VbkQcow2State *s = bs->opaque;
     g_autofree uint8_t *buf = NULL;
@@ -397,12 +398,10 @@ load_mark_in_use(VbkBlockNode *bs, GPtrArray *dir, GError **error)
     for (guint i = 0; i < dir->len; i++)
         ((VbkQcow2BitmapEntry *) dir->pdata[i])->flags |= QCOW2_BME_FLAG_IN_USE;
     buf = vbk_qcow2_bitmap_dir_encode(dir, &size);
-    g_mutex_lock(&s->lock);
     ret = vbk_block_pwrite(bs->file, s->hdr.bitmap_directory_offset, size, buf,
                            0);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
-    g_mutex_unlock(&s->lock);
     if (ret < 0) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_IO,
                     _("Could not update bitmap directory: %s"),
@@ -410,6 +409,15 @@ load_mark_in_use(VbkBlockNode *bs, GPtrArray *dir, GError **error)
         return false;
     }
     return true;
+}
+
+static bool
+load_mark_in_use(VbkBlockNode *bs, GPtrArray *dir, GError **error)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+
+    return mark_in_use_locked(bs, dir, error);
 }
 
 bool
@@ -455,6 +463,61 @@ vbk_qcow2_bitmaps_load(VbkBlockNode *bs, GError **error)
     s->bitmap_dir = g_steal_pointer(&dir);
     vbk_block_dirty_unlock(bs);
     return true;
+}
+
+void
+vbk_qcow2_bitmaps_set_readonly(VbkBlockNode *bs, bool readonly)
+{
+    GPtrArray *bms;
+
+    vbk_block_dirty_lock(bs);
+    bms = vbk_block_dirty_bitmaps_locked(bs);
+    for (guint i = 0; i < bms->len; i++) {
+        if (vbk_dirty_bitmap_persistent(bms->pdata[i]))
+            vbk_dirty_bitmap_set_readonly(bms->pdata[i], readonly);
+    }
+    vbk_block_dirty_unlock(bs);
+}
+
+bool
+vbk_qcow2_bitmaps_reopen_rw(VbkBlockNode *bs, GError **error)
+{
+    VbkQcow2State *s = bs->opaque;
+    bool ok = true;
+    bool any = false;
+
+    vbk_block_dirty_lock(bs);
+    g_mutex_lock(&s->lock);
+    for (guint i = 0; s->bitmap_dir && i < s->bitmap_dir->len; i++) {
+        const VbkQcow2BitmapEntry *e = s->bitmap_dir->pdata[i];
+        VbkDirtyBitmap *bm = vbk_block_dirty_find_locked(bs, e->name);
+
+        any |= bm && !(e->flags & QCOW2_BME_FLAG_IN_USE);
+    }
+    if (any)
+        ok = mark_in_use_locked(bs, s->bitmap_dir, error);
+    g_mutex_unlock(&s->lock);
+    for (guint i = 0; ok && i < bs->dirty_bitmaps->len; i++) {
+        VbkDirtyBitmap *bm = bs->dirty_bitmaps->pdata[i];
+
+        if (vbk_dirty_bitmap_persistent(bm))
+            vbk_dirty_bitmap_set_readonly(bm, false);
+    }
+    vbk_block_dirty_unlock(bs);
+    return ok;
+}
+
+void
+vbk_qcow2_bitmaps_format_info(VbkQcow2State *s, VbkFormatInfo *info)
+{
+    for (guint i = 0; s->bitmap_dir && i < s->bitmap_dir->len; i++) {
+        const VbkQcow2BitmapEntry *e = s->bitmap_dir->pdata[i];
+        VbkFormatBitmap *b = vbk_format_info_add_bitmap(info, e->name);
+
+        b->granularity = 1ull << e->gran_bits;
+        b->in_use = e->flags & QCOW2_BME_FLAG_IN_USE;
+        b->enabled = e->flags & QCOW2_BME_FLAG_AUTO;
+    }
 }
 
 void

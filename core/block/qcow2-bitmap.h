@@ -71,8 +71,16 @@ bool vbk_qcow2_bitmaps_load(VbkBlockNode *bs, GError **error);
 /* Close: store the node's persistent bitmaps.  FALSE on an I/O error
  * (the image then keeps them in_use: they reload as inconsistent). */
 bool vbk_qcow2_bitmaps_store(VbkBlockNode *bs, GError **error);
+/* blockdev-reopen: make the persistent bitmaps read-only (or not) */
+void vbk_qcow2_bitmaps_set_readonly(VbkBlockNode *bs, bool readonly);
+/* blockdev-reopen read-write: mark the bitmaps loaded read-only in_use
+ * on disk and make them writable (QEMU's qcow2_reopen_bitmaps_rw). */
+bool vbk_qcow2_bitmaps_reopen_rw(VbkBlockNode *bs, GError **error);
 /* Drop the in-memory directory (state teardown). */
 void vbk_qcow2_bitmaps_free(VbkQcow2State *s);
+/* What the directory lists now, for format-specific info (caller holds
+ * VbkQcow2State.lock). */
+void vbk_qcow2_bitmaps_format_info(VbkQcow2State *s, VbkFormatInfo *info);
 /* Resize: QEMU's refusal when persistent bitmaps cannot follow. */
 bool vbk_qcow2_bitmaps_truncate_check(VbkBlockNode *bs, GError **error);
 

@@ -379,7 +379,8 @@ qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
     }
 }
 
-/* For qcow2-compress-write.c, which keeps to the same rule. */
+/* For qcow2-compress-write.c and qcow2-shrink.c, which keep to the same
+ * rule. */
 void
 vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
 {

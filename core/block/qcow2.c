@@ -1,6 +1,6 @@
 /*
- * qcow2.c: the qcow2 format driver — open, close, flush, create, grow,
- * and what queries show about an image.
+ * qcow2.c: the qcow2 format driver — open, close, flush, create, grow
+ * (shrinking is qcow2-shrink.c), and what queries show about an image.
  *
  * Opening reads cluster 0 and hands it to vbk_qcow2_header_decode(),
  * which refuses anything malformed; then the L1 table and the refcount
@@ -218,6 +218,53 @@ qcow2_close(VbkBlockNode *bs)
     g_clear_pointer(&s->alloc_inflight, g_array_unref);
 }
 
+/*
+ * blockdev-reopen.  Going read-only: the persistent bitmaps are stored
+ * (clean on disk, no longer in_use) and become read-only, then the node
+ * stops writing.  Going read-write (the file child already is): the
+ * open-time fix-ups run, then the bitmaps are marked in_use on disk and
+ * become writable again.
+ */
+static bool
+qcow2_reopen(VbkBlockNode *bs, bool read_only, GError **error)
+{
+    VbkQcow2State *s = bs->opaque;
+    bool ok;
+    int ret;
+
+    if (read_only) {
+        if (!vbk_qcow2_bitmaps_store(bs, error))
+            return false;
+        vbk_qcow2_bitmaps_set_readonly(bs, true);
+        /* the node itself: whatever the driver caches reaches the disk */
+        ret = vbk_block_flush(bs);
+        if (ret < 0)
+            return qcow2_set_io_error(error, ret, _("Could not flush"));
+        g_mutex_lock(&s->lock);
+        s->writable = false;
+        g_mutex_unlock(&s->lock);
+        return true;
+    }
+    if (s->hdr.incompatible & QCOW2_INCOMPAT_CORRUPT) {
+        g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_INVALID,
+                    _("qcow2: Image is corrupt; cannot be opened read/write"));
+        return false;
+    }
+    g_mutex_lock(&s->lock);
+    s->writable = true;
+    ok = qcow2_open_rw_fixups(bs, error);
+    if (!ok)
+        s->writable = false;
+    g_mutex_unlock(&s->lock);
+    if (ok && !vbk_qcow2_bitmaps_reopen_rw(bs, error)) {
+        g_mutex_lock(&s->lock);
+        s->writable = false;
+        g_mutex_unlock(&s->lock);
+        return false;
+    }
+    return ok;
+}
+
 /* Grow the virtual size to @size (caller holds the lock). */
 static bool
 qcow2_grow(VbkBlockNode *bs, uint64_t size, GError **error)
@@ -263,11 +310,13 @@ qcow2_truncate(VbkBlockNode *bs, uint64_t size, GError **error)
     if (!vbk_qcow2_bitmaps_truncate_check(bs, error))
         return false;
     locker = g_mutex_locker_new(&s->lock);
-    if (size < s->hdr.size) {
+    if (s->hdr.nb_snapshots && s->hdr.version < 3) {
         g_set_error(error, VBK_BLOCK_ERROR, VBK_BLOCK_ERROR_UNSUPPORTED,
-                    _("qcow2 doesn't support shrinking images yet"));
+                    _("Can't resize a v2 image which has snapshots"));
         return false;
     }
+    if (size < s->hdr.size)
+        return vbk_qcow2_shrink(bs, size, error);
     if (size == s->hdr.size)
         return true;
     return qcow2_grow(bs, size, error);
@@ -311,6 +360,7 @@ qcow2_format_info(VbkBlockNode *bs, VbkFormatInfo *info)
     info->zstd = s->hdr.compression_type == QCOW2_COMPRESSION_ZSTD;
     info->backing_file = g_strdup(s->hdr.backing_file);
     info->backing_fmt = g_strdup(s->hdr.backing_fmt);
+    vbk_qcow2_bitmaps_format_info(s, info);
     return true;
 }
 
@@ -331,6 +381,7 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .getlength = qcow2_getlength,
     .allocated_size = qcow2_allocated_size,
     .truncate = qcow2_truncate,
+    .reopen = qcow2_reopen,
     .format_info = qcow2_format_info,
     .cluster_size = qcow2_cluster_size,
     .can_store_new_bitmap = vbk_qcow2_can_store_new_bitmap,

@@ -10,6 +10,7 @@
  *   qcow2-cluster.c  L1/L2 lookup, L2 allocation and entry updates
  *   qcow2-io.c       read, write, write-zeroes, discard, block status
  *   qcow2-compress-write.c  compressed cluster writes (byte-packed)
+ *   qcow2-shrink.c   shrinking the virtual size
  *   qcow2.c          the driver table: open, close, create, grow, info
  *
  * Locking: VbkQcow2State.lock guards every field below and all metadata
@@ -233,6 +234,9 @@ int vbk_qcow2_l2_set(VbkBlockNode *bs,
 bool vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error);
 int vbk_qcow2_read_compressed(VbkBlockNode *bs, uint64_t entry, uint8_t *out);
 
+/* ---- qcow2-shrink.c ---- */
+bool vbk_qcow2_shrink(VbkBlockNode *bs, uint64_t size, GError **error);
+
 /* ---- qcow2-io.c ---- */
 int vbk_qcow2_co_pread(VbkBlockNode *bs,
                        uint64_t offset,
@@ -252,6 +256,9 @@ int vbk_qcow2_zeroes_locked(VbkBlockNode *bs,
                             uint64_t bytes,
                             VbkRequestFlags flags);
 int vbk_qcow2_co_pdiscard(VbkBlockNode *bs, uint64_t offset, uint64_t bytes);
+/* Under the lock: wait for the allocating writes in flight (outside the
+ * lock) that touch [offset, offset+bytes) (qcow2-shrink.c,
+ * qcow2-compress-write.c). */
 void vbk_qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes);
 int vbk_qcow2_co_block_status(VbkBlockNode *bs,
                               uint64_t offset,

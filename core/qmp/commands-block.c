@@ -1,10 +1,11 @@
 /*
  * commands-block.c: QMP commands on the block graph.
  *
- * blockdev-add, blockdev-del, block_resize, query-named-block-nodes and
- * query-block.  The query replies rebuild QEMU 7.2's BlockDeviceInfo and
- * ImageInfo for the drivers vbackup has, adding members in QAPI
- * declaration order (qmp-json.c writes them in QEMU's wire order).
+ * blockdev-add, blockdev-del, blockdev-reopen, block_resize,
+ * query-named-block-nodes and query-block.  The query replies rebuild
+ * QEMU 7.2's BlockDeviceInfo and ImageInfo for the drivers vbackup has,
+ * adding members in QAPI declaration order (qmp-json.c writes them in
+ * QEMU's wire order).
  *
  * Devices: QEMU's query-block lists BlockBackends (guest devices), and
  * qemu-storage-daemon has none.  vbackupd has no guest devices yet, so
@@ -97,7 +98,10 @@ static const VbkQmpArg blockdev_add_format_args[] = {
 };
 
 static bool
-qmp_blockdev_add_precheck(JsonObject *args, const char *driver, GError **error)
+qmp_blockdev_add_precheck(JsonObject *args,
+                          const char *driver,
+                          const char *prefix,
+                          GError **error)
 {
     const VbkQmpArg *spec = NULL;
 
@@ -105,7 +109,7 @@ qmp_blockdev_add_precheck(JsonObject *args, const char *driver, GError **error)
         spec = blockdev_add_file_args;
     else if (g_str_equal(driver, "qcow2") || g_str_equal(driver, "raw"))
         spec = blockdev_add_format_args;
-    return !spec || vbk_qmp_check_args(args, "", spec, true, error);
+    return !spec || vbk_qmp_check_args(args, prefix, spec, true, error);
 }
 
 static bool
@@ -120,7 +124,7 @@ qmp_blockdev_add(JsonObject *args, JsonNode **ret, GError **error)
         vbk_qmp_error_bad_value(error, "", "driver", driver);
         return false;
     }
-    if (!qmp_blockdev_add_precheck(args, driver, error))
+    if (!qmp_blockdev_add_precheck(args, driver, "", error))
         return false;
     if (!json_object_has_member(args, "node-name")) {
         g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
@@ -150,6 +154,81 @@ qmp_blockdev_del(JsonObject *args, JsonNode **ret, GError **error)
 
 static const VbkQmpArg blockdev_del_args[] = {
     {"node-name", VBK_QMP_ARG_STR, false},
+    {NULL},
+};
+
+/* ---- blockdev-reopen ------------------------------------------------ */
+
+/* BlockdevOptions' base members, as QAPI checks them in each element. */
+static const VbkQmpArg blockdev_reopen_base_args[] = {
+    {"driver", VBK_QMP_ARG_STR, false},
+    {"node-name", VBK_QMP_ARG_STR, true},
+    {"discard", VBK_QMP_ARG_STR, true},
+    {"cache", VBK_QMP_ARG_OBJECT, true},
+    {"read-only", VBK_QMP_ARG_BOOL, true},
+    {"auto-read-only", VBK_QMP_ARG_BOOL, true},
+    {"force-share", VBK_QMP_ARG_BOOL, true},
+    {"detect-zeroes", VBK_QMP_ARG_STR, true},
+    {NULL},
+};
+
+/* QAPI's checks of options[@i]; the block layer does the rest. */
+static bool
+qmp_reopen_check_element(JsonNode *node, guint i, GError **error)
+{
+    g_autofree char *prefix = g_strdup_printf("options[%u].", i);
+    JsonObject *obj;
+    const char *driver;
+
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
+                    _("Invalid parameter type for 'options[%u]', expected: "
+                      "object"),
+                    i);
+        return false;
+    }
+    obj = json_node_get_object(node);
+    if (!vbk_qmp_check_args(obj, prefix, blockdev_reopen_base_args, true,
+                            error))
+        return false;
+    driver = vbk_qmp_arg_str(obj, "driver", NULL);
+    if (!vbk_qmp_is_qemu_block_driver(driver)) {
+        /* QEMU names this member without the list position */
+        vbk_qmp_error_bad_value(error, "", "driver", driver);
+        return false;
+    }
+    return qmp_blockdev_add_precheck(obj, driver, prefix, error);
+}
+
+static bool
+qmp_blockdev_reopen(JsonObject *args, JsonNode **ret, GError **error)
+{
+    JsonNode *list = json_object_get_member(args, "options");
+    g_autoptr(GPtrArray) opts =
+        g_ptr_array_new_with_free_func((GDestroyNotify) g_variant_unref);
+    JsonArray *arr;
+
+    if (!JSON_NODE_HOLDS_ARRAY(list)) {
+        g_set_error(error, VBK_QMP_ERROR, VBK_QMP_ERROR_GENERIC,
+                    _("Invalid parameter type for 'options', expected: "
+                      "array"));
+        return false;
+    }
+    arr = json_node_get_array(list);
+    for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonNode *el = json_array_get_element(arr, i);
+
+        if (!qmp_reopen_check_element(el, i, error))
+            return false;
+        g_ptr_array_add(opts,
+                        g_variant_ref_sink(vbk_qmp_json_to_variant(el)));
+    }
+    return vbk_block_reopen_multiple((GVariant *const *) opts->pdata,
+                                     opts->len, error);
+}
+
+static const VbkQmpArg blockdev_reopen_args[] = {
+    {"options", VBK_QMP_ARG_ANY, false},
     {NULL},
 };
 
@@ -260,6 +339,29 @@ qmp_node_has_info(VbkBlockNode *bs)
     return false;
 }
 
+/* Qcow2BitmapInfo list: name, granularity, flags (in-use, auto). */
+static JsonArray *
+qmp_format_bitmaps(GPtrArray *bitmaps)
+{
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; i < bitmaps->len; i++) {
+        const VbkFormatBitmap *b = bitmaps->pdata[i];
+        JsonObject *o = json_object_new();
+        JsonArray *flags = json_array_new();
+
+        if (b->in_use)
+            json_array_add_string_element(flags, "in-use");
+        if (b->enabled)
+            json_array_add_string_element(flags, "auto");
+        json_object_set_string_member(o, "name", b->name);
+        json_object_set_int_member(o, "granularity", b->granularity);
+        json_object_set_array_member(o, "flags", flags);
+        json_array_add_object_element(arr, o);
+    }
+    return arr;
+}
+
 static JsonObject *
 qmp_format_specific(const VbkFormatInfo *fi)
 {
@@ -276,6 +378,9 @@ qmp_format_specific(const VbkFormatInfo *fi)
                                        fi->lazy_refcounts);
         json_object_set_boolean_member(data, "corrupt", fi->corrupt);
         json_object_set_int_member(data, "refcount-bits", fi->refcount_bits);
+        if (fi->bitmaps && fi->bitmaps->len)
+            json_object_set_array_member(data, "bitmaps",
+                                         qmp_format_bitmaps(fi->bitmaps));
     }
     json_object_set_string_member(data, "compression-type",
                                   fi->zstd ? "zstd" : "zlib");
@@ -453,6 +558,7 @@ qmp_query_block(JsonObject *args, JsonNode **ret, GError **error)
 const VbkQmpCommand vbk_qmp_block_commands[] = {
     {"blockdev-add", qmp_blockdev_add, blockdev_add_args, true},
     {"blockdev-del", qmp_blockdev_del, blockdev_del_args},
+    {"blockdev-reopen", qmp_blockdev_reopen, blockdev_reopen_args},
     {"block_resize", qmp_block_resize, block_resize_args},
     {"query-named-block-nodes", qmp_query_named_block_nodes,
      query_named_block_nodes_args},

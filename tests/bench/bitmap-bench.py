@@ -44,7 +44,10 @@ sparse run (8192 writes: ~8000 separate granules) and a dense one
 (NBD round trips vs direct calls); the slowdown against 0 bitmaps is.
 
 Runs are interleaved (for each run: for each bitmap count: QEMU, then
-vbackup) so that drift on a shared machine hits every configuration.
+vbackup) so that drift on a shared machine hits every configuration;
+each run starts after a sync(), so that no run is throttled by the
+write-back of the page cache the previous one dirtied (with writeback
+caching a run dirties up to 1 GiB).
 Beside the wall-clock throughput, the CPU time each side spent is
 measured (QEMU: qemu-storage-daemon's user + system time over the
 qemu-img bench run, from /proc; vbackup: bitmap-bench's own, writes and
@@ -185,7 +188,11 @@ def measure(bench, cache, runs, counts):
     vbk = {n: [] for n in counts}
     for _ in range(runs):
         for n in counts:
+            # each run starts with no dirty page cache left by the one
+            # before it (whose write-back would throttle it)
+            os.sync()
             qemu[n].append(bench.run_qemu(n, direct))
+            os.sync()
             vbk[n].append(bench.run_vbk(n, direct))
     med = statistics.median
     q0 = bench.mibps(med([w for w, _ in qemu[counts[0]]]))

@@ -5,7 +5,8 @@ Usage: qmp-smoke.py VBACKUPD_EXE      (prints TAP)
 
 Both daemons get the same commands side by side; replies must be equal
 byte for byte where the two should agree (greeting, negotiation, error
-classes and texts, job lists, node queries up to host-file sizes), and
+classes and texts, job lists, node queries up to host-file sizes, the
+qcow2 format-specific data of v2, zstd and bitmap-carrying images), and
 the job events must come in the same order.  What QEMU's storage daemon
 cannot do (HMP qemu-io) is checked against the real qemu-io and qemu-img
 on the image afterwards.  Ends with SIGTERM and `quit` shutdowns.
@@ -305,6 +306,57 @@ def test_jobs_and_nodes(t, pair, dirs):
     return img, base
 
 
+FORMAT_SPECIFIC_IMAGES = [
+    # (name, qemu-img create -o, bitmaps to add: (name, extra args))
+    ('fsbm', 'lazy_refcounts=on,refcount_bits=8',
+     [('b0', []), ('b1', ['-g', '131072', '--disable'])]),
+    ('fsv2', 'compat=0.10', []),
+    ('fszstd', 'compression_type=zstd,cluster_size=4096', [('z', [])]),
+]
+
+
+def test_format_specific(t, pair, dirs):
+    """format-specific qcow2 data (compat, compression-type, bitmaps with
+    their flags, refcount-bits, ...): members, order and values as qsd's
+    query-named-block-nodes, and the same in our query-block."""
+    for name, opts, bitmaps in FORMAT_SPECIFIC_IMAGES:
+        imgs = {side: os.path.join(d, name + '.qcow2')
+                for side, d in dirs.items()}
+        src = imgs['ours'] + '.src'
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o',
+                        opts, src, '64M'], check=True)
+        for bm, extra in bitmaps:
+            subprocess.run(['qemu-img', 'bitmap', '--add'] + extra +
+                           [src, bm], check=True)
+        for img in imgs.values():
+            shutil.copyfile(src, img)
+        nodes = []
+        for side, mon in (('ours', pair.ours), ('theirs', pair.theirs)):
+            mon.command('blockdev-add', {
+                'driver': 'qcow2', 'node-name': name,
+                'file': {'driver': 'file', 'filename': imgs[side]}})
+            if bitmaps:  # added, not stored yet: not in the directory
+                mon.command('block-dirty-bitmap-add', {
+                    'node': name, 'name': 'fresh', 'persistent': True})
+            mon.send_raw(json.dumps(
+                {'execute': 'query-named-block-nodes'}) + '\n')
+            text = mon.last_raw.replace(imgs[side], '@IMG@')
+            nodes.append([n for n in json.loads(text)['return']
+                          if n['node-name'] == name][0])
+        spec = [n['image']['format-specific'] for n in nodes]
+        t.eq(shape(spec[0]), shape(spec[1]),
+             '%s: format-specific members and order as qsd' % name)
+        t.eq(spec[0], spec[1], '%s: format-specific values as qsd' % name)
+        t.eq(strip_file_sizes(nodes[0]), strip_file_sizes(nodes[1]),
+             '%s: the whole node as qsd (host file sizes aside)' % name)
+        ours = [d['inserted'] for d in pair.ours.command('query-block')
+                if d['device'] == name][0]
+        t.eq(ours['image'].get('format-specific'), spec[1],
+             '%s: query-block image format-specific as qsd\'s node' % name)
+        for mon in (pair.ours, pair.theirs):
+            mon.command('blockdev-del', {'node-name': name})
+
+
 def test_bitmaps(t, pair, both):
     """Dirty-bitmap commands on drive0, side by side (non-persistent)."""
     steps = [
@@ -576,6 +628,7 @@ def main():
         test_errors(t, pair)
         img, base = test_jobs_and_nodes(t, pair, dirs)
         test_inline_and_chain(t, pair, dirs, base)
+        test_format_specific(t, pair, dirs)
         pair.ours.img = img['ours']
         test_qemu_io(t, pair.ours)
         test_two_clients(t, vsock, dirs['ours'])
