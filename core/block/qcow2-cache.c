@@ -56,10 +56,10 @@ struct VbkQcow2Cache {
     unsigned int n;
     size_t table_size;
     uint64_t tick;
-    VbkBlockEvent event;        /* fired before each table write */
-    VbkQcow2Cache *depends;     /* to write (and sync) before ours */
+    VbkBlockEvent event;    /* fired before each table write */
+    VbkQcow2Cache *depends; /* to write (and sync) before ours */
     unsigned int ndirty;
-    bool unsynced;              /* written since our last barrier */
+    bool unsynced; /* written since our last barrier */
 };
 
 VbkQcow2Cache *
