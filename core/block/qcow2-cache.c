@@ -80,7 +80,7 @@ vbk_qcow2_cache_free(VbkQcow2Cache *c)
     if (!c)
         return;
     for (unsigned int i = 0; i < c->n; i++)
-        g_free(c->slots[i].table);
+        g_aligned_free(c->slots[i].table);
     g_free(c->slots);
     g_free(c);
 }
@@ -282,7 +282,7 @@ vbk_qcow2_cache_get(VbkBlockNode *bs,
             return ret;
     }
     if (!victim->table)
-        victim->table = g_malloc(c->table_size);
+        victim->table = g_aligned_alloc(1, c->table_size, 4096); /* O_DIRECT */
     victim->offset = 0;
     if (fresh) {
         memset(victim->table, 0, c->table_size);
