@@ -134,6 +134,7 @@ typedef struct {
      * them wait on @alloc_cond */
     GArray *alloc_inflight;
     GCond alloc_cond;
+    unsigned int alloc_waiters; /* threads waiting on @alloc_cond */
     VbkQcow2Header hdr;
     uint32_t cluster_bits;
     uint64_t cluster_size;
