@@ -46,7 +46,7 @@ static void
 qcow2_state_init(VbkQcow2State *s)
 {
     const VbkQcow2Header *h = &s->hdr;
-    unsigned int n;
+    uint64_t n, n_l2, n_rb;
 
     s->cluster_bits = h->cluster_bits;
     s->cluster_size = 1ull << h->cluster_bits;
@@ -64,16 +64,14 @@ qcow2_state_init(VbkQcow2State *s)
      * options (bytes, as QEMU's) may ask for as few as 2 L2 tables and
      * 4 refcount blocks */
     n = MAX(4, MIN(32, (8u << 20) >> h->cluster_bits));
-    s->l2_cache = vbk_qcow2_cache_new(
-        s->l2_cache_bytes ? MAX(2, MIN(s->l2_cache_bytes >> s->cluster_bits,
-                                       65536))
-                          : n,
-        s->cluster_size, VBK_EVENT_L2_UPDATE);
-    s->rb_cache = vbk_qcow2_cache_new(
-        s->rb_cache_bytes ? MAX(4, MIN(s->rb_cache_bytes >> s->cluster_bits,
-                                       65536))
-                          : n,
-        s->cluster_size, VBK_EVENT_REFBLOCK_UPDATE_PART);
+    n_l2 = s->l2_cache_bytes >> s->cluster_bits;
+    n_rb = s->rb_cache_bytes >> s->cluster_bits;
+    n_l2 = s->l2_cache_bytes ? MAX(2, MIN(n_l2, 65536)) : n;
+    n_rb = s->rb_cache_bytes ? MAX(4, MIN(n_rb, 65536)) : n;
+    s->l2_cache =
+        vbk_qcow2_cache_new(n_l2, s->cluster_size, VBK_EVENT_L2_UPDATE);
+    s->rb_cache = vbk_qcow2_cache_new(n_rb, s->cluster_size,
+                                      VBK_EVENT_REFBLOCK_UPDATE_PART);
 }
 
 static bool
@@ -194,8 +192,8 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     s->alloc_inflight = g_array_new(FALSE, FALSE, 2 * sizeof(uint64_t));
     if (vbk_opts_lookup_uint64(opts, "l2-cache-size", &s->l2_cache_bytes,
                                error) < 0 ||
-        vbk_opts_lookup_uint64(opts, "refcount-cache-size",
-                               &s->rb_cache_bytes, error) < 0 ||
+        vbk_opts_lookup_uint64(opts, "refcount-cache-size", &s->rb_cache_bytes,
+                               error) < 0 ||
         !vbk_block_open_file_child(bs, opts, true, error) ||
         !qcow2_open_image(bs, error))
         goto fail;

@@ -191,9 +191,8 @@ void vbk_qcow2_cache_dirty(VbkQcow2Cache *c,
                            uint64_t start,
                            uint64_t len);
 bool vbk_qcow2_cache_is_dirty(VbkQcow2Cache *c);
-int vbk_qcow2_cache_depend(VbkBlockNode *bs,
-                           VbkQcow2Cache *c,
-                           VbkQcow2Cache *dep);
+int
+vbk_qcow2_cache_depend(VbkBlockNode *bs, VbkQcow2Cache *c, VbkQcow2Cache *dep);
 int vbk_qcow2_cache_write(VbkBlockNode *bs, VbkQcow2Cache *c);
 int vbk_qcow2_meta_writeback(VbkBlockNode *bs);
 int vbk_qcow2_meta_flush(VbkBlockNode *bs);

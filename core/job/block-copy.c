@@ -31,10 +31,10 @@
 #include "core/block/dirty.h"
 
 #define SLICE_US         (G_USEC_PER_SEC / 10)
-/* buffers fit O_DIRECT without a bounce (file.c) */
-#define BC_BUF_ALIGN     4096
 #define ROUND_DOWN(n, d) (((n) / (d)) * (d))
 #define ROUND_UP(n, d)   ROUND_DOWN((n) + (d) -1, (d))
+/* buffers fit O_DIRECT without a bounce (file.c) */
+#define BC_BUF_ALIGN 4096
 
 typedef struct {
     uint64_t start;
