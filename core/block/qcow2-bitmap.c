@@ -235,7 +235,7 @@ dir_commit(VbkBlockNode *bs,
         if (ret < 0)
             goto fail;
     }
-    ret = vbk_block_flush(bs->file);
+    ret = vbk_qcow2_meta_flush(bs); /* with the new clusters' refcounts */
     if (ret >= 0)
         ret = header_set_bitmaps(bs, dir->len, dsize, doff);
     if (ret < 0)

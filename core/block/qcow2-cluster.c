@@ -9,11 +9,13 @@
  *                        in-cluster 0x5678
  *
  * The L1 table lives in memory (host order) and is written through entry
- * by entry; L2 tables go through the L2 cache.  Before an L2 table is
- * changed it must be ours alone (COPIED set in its L1 entry): a missing
- * table is allocated zero-filled, a shared one (after an internal
- * snapshot) is copied to a new cluster first.  New tables are written
- * before the L1 entry that points to them.
+ * by entry; L2 tables go through the write-back L2 cache.  Before an L2
+ * table is changed it must be ours alone (COPIED set in its L1 entry): a
+ * missing table is allocated zero-filled, a shared one (after an internal
+ * snapshot) is copied to a new cluster first.  New tables are written,
+ * with the refcount cache, and synced before the L1 entry that points to
+ * them is written.  An L2 update that points at new host clusters makes
+ * the L2 cache depend on the refcount cache (qcow2-cache.c).
  *
  * Compressed clusters are decoded here too: raw deflate (zlib window
  * -12, no header) or a zstd frame, as the header's compression type says.
@@ -174,6 +176,12 @@ qcow2_l2_install(VbkBlockNode *bs,
         memcpy(l2, content, s->cluster_size);
     vbk_block_event(bs->file, VBK_EVENT_L2_ALLOC_WRITE);
     ret = vbk_qcow2_meta_write(bs, new_off, l2, 0, s->cluster_size);
+    /* the table and its cluster's refcount are durable before the L1
+     * entry points to it */
+    if (ret >= 0)
+        ret = vbk_qcow2_cache_write(bs, s->rb_cache);
+    if (ret >= 0)
+        ret = vbk_block_flush(bs->file);
     if (ret < 0)
         goto fail;
     l1e = s->l1[l1_idx];
@@ -236,7 +244,29 @@ vbk_qcow2_l2_prepare(VbkBlockNode *bs,
     return vbk_qcow2_cache_get(bs, s->l2_cache, *l2_offset, false, l2);
 }
 
-/* Set the L2 entries of @n clusters from @offset (one L2 table). */
+/* Do @entries point to host clusters that entries [idx, idx+n) of @l2
+ * do not (for compressed entries, conservatively: any change)? */
+static bool
+qcow2_l2_refs_new(const uint8_t *l2,
+                  uint64_t idx,
+                  uint64_t n,
+                  const uint64_t *entries)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t old = qcow2_table_get(l2, idx + i);
+        uint64_t host = entries[i] & QCOW2_OFFSET_MASK;
+
+        if (host && (host != (old & QCOW2_OFFSET_MASK) ||
+                     ((entries[i] ^ old) & QCOW2_OFLAG_COMPRESSED)))
+            return true;
+        if ((entries[i] & QCOW2_OFLAG_COMPRESSED) && entries[i] != old)
+            return true;
+    }
+    return false;
+}
+
+/* Set the L2 entries of @n clusters from @offset (one L2 table), in the
+ * cache (written back later, see qcow2-cache.c). */
 int
 vbk_qcow2_l2_set(VbkBlockNode *bs,
                  uint64_t offset,
@@ -253,13 +283,17 @@ vbk_qcow2_l2_set(VbkBlockNode *bs,
     ret = vbk_qcow2_l2_prepare(bs, offset, &l2, &l2_off);
     if (ret < 0)
         return ret;
+    if (qcow2_l2_refs_new(l2, idx, n, entries)) {
+        /* the new clusters' refcounts reach the disk first (this never
+         * evicts, so @l2 stays valid) */
+        ret = vbk_qcow2_cache_depend(bs, s->l2_cache, s->rb_cache);
+        if (ret < 0)
+            return ret;
+    }
     for (uint64_t i = 0; i < n; i++)
         qcow2_table_set(l2, idx + i, entries[i]);
-    vbk_block_event(bs->file, VBK_EVENT_L2_UPDATE);
-    ret = vbk_qcow2_meta_write(bs, l2_off, l2, idx * 8, n * 8);
-    if (ret < 0) /* the cached table no longer matches the disk */
-        vbk_qcow2_cache_drop(s->l2_cache, l2_off);
-    return ret;
+    vbk_qcow2_cache_dirty(s->l2_cache, l2, idx * 8, n * 8);
+    return 0;
 }
 
 /* Replace the L1 table by one of @min_size entries (grow only). */
@@ -294,8 +328,8 @@ vbk_qcow2_grow_l1(VbkBlockNode *bs, uint64_t min_size, GError **error)
         vbk_block_event(bs->file, VBK_EVENT_L1_GROW_WRITE_TABLE);
         ret = vbk_block_pwrite(bs->file, off, clusters * cs, buf, 0);
     }
-    if (ret == 0)
-        ret = vbk_block_flush(bs->file);
+    if (ret == 0) /* with the new table's refcounts */
+        ret = vbk_qcow2_meta_flush(bs);
     if (ret == 0) {
         vbk_qcow2_note_file_end(s, off + clusters * cs);
         qcow2_put_be32(hdr, min_size);

@@ -374,8 +374,11 @@ qcow2_wait_alloc(VbkQcow2State *s, uint64_t offset, uint64_t bytes)
 
             busy = r[0] < b && a < r[1];
         }
-        if (busy)
+        if (busy) {
+            s->alloc_waiters++;
             g_cond_wait(&s->alloc_cond, &s->lock);
+            s->alloc_waiters--;
+        }
     }
 }
 
@@ -396,7 +399,8 @@ qcow2_alloc_done(VbkQcow2State *s, uint64_t start)
             break;
         }
     }
-    g_cond_broadcast(&s->alloc_cond);
+    if (s->alloc_waiters) /* a broadcast costs a syscall even to nobody */
+        g_cond_broadcast(&s->alloc_cond);
 }
 
 /*

@@ -138,7 +138,8 @@ vbk_qcow2_get_refcount(VbkBlockNode *bs, uint64_t cluster, uint64_t *refcount)
 
 /*
  * Set the refcount of @n clusters from @cluster to @value; their blocks
- * must exist.  One write per refcount block touched.
+ * must exist.  The blocks are changed in the cache (written back later,
+ * see qcow2-cache.c).
  */
 static int
 qcow2_set_refcounts(VbkBlockNode *bs,
@@ -165,13 +166,8 @@ qcow2_set_refcounts(VbkBlockNode *bs,
             vbk_qcow2_rb_set(s, rb, i + j, value);
         qcow2_rb_entry_range(s, i, &start, &len);
         qcow2_rb_entry_range(s, i + k - 1, &last_start, &last_len);
-        vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_UPDATE_PART);
-        ret = vbk_qcow2_meta_write(bs, off, rb, start,
-                                   last_start + last_len - start);
-        if (ret < 0) { /* the cached block no longer matches the disk */
-            vbk_qcow2_cache_drop(s->rb_cache, off);
-            return ret;
-        }
+        vbk_qcow2_cache_dirty(s->rb_cache, rb, start,
+                              last_start + last_len - start);
         cluster += k;
         n -= k;
     }
@@ -261,6 +257,10 @@ qcow2_refblock_create(VbkBlockNode *bs, uint64_t idx)
         vbk_qcow2_rb_set(s, rb, f & (s->rb_entries - 1), 1);
     vbk_block_event(bs->file, VBK_EVENT_REFBLOCK_ALLOC_WRITE);
     ret = vbk_qcow2_meta_write(bs, off, rb, 0, s->cluster_size);
+    /* the block and the refcount of its cluster are durable before the
+     * table points to it */
+    if (ret >= 0)
+        ret = vbk_qcow2_cache_write(bs, s->rb_cache);
     if (ret >= 0)
         ret = vbk_block_flush(bs->file);
     if (ret < 0) {
@@ -458,6 +458,11 @@ qcow2_free_clusters_locked(VbkBlockNode *bs, uint64_t offset, uint64_t n)
     uint64_t rc;
     int ret;
 
+    /* what pointed to the clusters is cleared on disk before the
+     * decrements reach it */
+    ret = vbk_qcow2_cache_depend(bs, s->rb_cache, s->l2_cache);
+    if (ret < 0)
+        return ret;
     for (uint64_t c = first; c < first + n; c++) {
         ret = vbk_qcow2_get_refcount(bs, c, &rc);
         if (ret < 0)

@@ -305,9 +305,17 @@ vbk_qcow2_shrink(VbkBlockNode *bs, uint64_t size, GError **error)
     if (ret < 0)
         return shrink_fail(error, ret,
                            _("Failed to reduce the number of L2 tables"));
-    ret = shrink_reftable(bs);
+    /* the cleared L2 entries and dropped refcounts reach the disk before
+     * a refcount block is unhooked or the file is cut (the metadata cache
+     * is write-back) */
+    ret = vbk_qcow2_meta_flush(bs);
+    if (ret >= 0)
+        ret = shrink_reftable(bs);
     if (ret < 0)
         return shrink_fail(error, ret, _("Failed to discard unused refblocks"));
+    ret = vbk_qcow2_meta_flush(bs);
+    if (ret < 0)
+        return shrink_fail(error, ret, _("Failed to find the last cluster"));
     ret = shrink_file(bs, file_end);
     if (ret < 0)
         return shrink_fail(error, ret,

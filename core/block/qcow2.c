@@ -10,9 +10,9 @@
  *  - rebuilds the refcounts of a dirty image (lazy refcounts after a
  *    crash) and clears the dirty bit,
  *  - clears autoclear bits it does not know.
- * vbackup never sets the dirty bit itself: metadata is written through
- * in a safe order (see qcow2.h), so refcounts on disk are always right,
- * with or without lazy_refcounts.
+ * vbackup never sets the dirty bit itself: cached metadata is written
+ * back in a safe order (see qcow2.h), so refcounts on disk never miss a
+ * reference (at worst they leak), with or without lazy_refcounts.
  *
  * Creating an image writes the smallest valid one — header in cluster 0,
  * refcount table in cluster 1, one refcount block in cluster 2 — opens
@@ -27,7 +27,11 @@
 #include <glib/gi18n-lib.h>
 #include <string.h>
 
-static const char *const qcow2_options[] = {NULL};
+static const char *const qcow2_options[] = {
+    "l2-cache-size",
+    "refcount-cache-size",
+    NULL,
+};
 
 static bool
 qcow2_set_io_error(GError **error, int ret, const char *what)
@@ -42,7 +46,7 @@ static void
 qcow2_state_init(VbkQcow2State *s)
 {
     const VbkQcow2Header *h = &s->hdr;
-    unsigned int n;
+    uint64_t n, n_l2, n_rb;
 
     s->cluster_bits = h->cluster_bits;
     s->cluster_size = 1ull << h->cluster_bits;
@@ -56,10 +60,18 @@ qcow2_state_init(VbkQcow2State *s)
     s->csize_shift = 62 - (h->cluster_bits - 8);
     s->csize_mask = (1ull << (h->cluster_bits - 8)) - 1;
     s->coffset_mask = (1ull << s->csize_shift) - 1;
-    /* at most ~8 MiB per cache, at least 4 tables */
+    /* by default at most ~8 MiB per cache, at least 4 tables; the
+     * options (bytes, as QEMU's) may ask for as few as 2 L2 tables and
+     * 4 refcount blocks */
     n = MAX(4, MIN(32, (8u << 20) >> h->cluster_bits));
-    s->l2_cache = vbk_qcow2_cache_new(n, s->cluster_size);
-    s->rb_cache = vbk_qcow2_cache_new(n, s->cluster_size);
+    n_l2 = s->l2_cache_bytes >> s->cluster_bits;
+    n_rb = s->rb_cache_bytes >> s->cluster_bits;
+    n_l2 = s->l2_cache_bytes ? MAX(2, MIN(n_l2, 65536)) : n;
+    n_rb = s->rb_cache_bytes ? MAX(4, MIN(n_rb, 65536)) : n;
+    s->l2_cache =
+        vbk_qcow2_cache_new(n_l2, s->cluster_size, VBK_EVENT_L2_UPDATE);
+    s->rb_cache = vbk_qcow2_cache_new(n_rb, s->cluster_size,
+                                      VBK_EVENT_REFBLOCK_UPDATE_PART);
 }
 
 static bool
@@ -178,7 +190,11 @@ qcow2_open(VbkBlockNode *bs, GVariant *opts, GError **error)
     g_rw_lock_init(&s->data_lock);
     g_cond_init(&s->alloc_cond);
     s->alloc_inflight = g_array_new(FALSE, FALSE, 2 * sizeof(uint64_t));
-    if (!vbk_block_open_file_child(bs, opts, true, error) ||
+    if (vbk_opts_lookup_uint64(opts, "l2-cache-size", &s->l2_cache_bytes,
+                               error) < 0 ||
+        vbk_opts_lookup_uint64(opts, "refcount-cache-size", &s->rb_cache_bytes,
+                               error) < 0 ||
+        !vbk_block_open_file_child(bs, opts, true, error) ||
         !qcow2_open_image(bs, error))
         goto fail;
     g_free(bs->backing_filename);
@@ -209,7 +225,7 @@ qcow2_close(VbkBlockNode *bs)
     if (s->l2_cache && s->writable && bs->file) {
         if (!vbk_qcow2_bitmaps_store(bs, &err))
             g_printerr("%s\n", err->message);
-        vbk_block_flush(bs->file);
+        vbk_qcow2_meta_flush(bs);
     }
     qcow2_state_free(s);
     g_mutex_clear(&s->lock);
@@ -263,6 +279,19 @@ qcow2_reopen(VbkBlockNode *bs, bool read_only, GError **error)
         return false;
     }
     return ok;
+}
+
+/* Write the cached metadata back (the dispatch layer then flushes the
+ * file child). */
+static int
+qcow2_flush(VbkBlockNode *bs)
+{
+    VbkQcow2State *s = bs->opaque;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+
+    if (!s->writable)
+        return 0;
+    return vbk_qcow2_meta_writeback(bs);
 }
 
 /* Grow the virtual size to @size (caller holds the lock). */
@@ -373,6 +402,7 @@ const VbkBlockDriver vbk_drv_qcow2 = {
     .options = qcow2_options,
     .open = qcow2_open,
     .close = qcow2_close,
+    .flush = qcow2_flush,
     .pread = vbk_qcow2_co_pread,
     .pwrite = vbk_qcow2_co_pwrite,
     .pwrite_zeroes = vbk_qcow2_co_pwrite_zeroes,
@@ -493,7 +523,7 @@ vbk_qcow2_create(VbkBlockNode *file,
     g_rw_lock_init(&s.data_lock);
     ok = qcow2_open_image(&bs, error) &&
          (opts->size == 0 || qcow2_grow(&bs, opts->size, error));
-    if (ok && vbk_block_flush(file) < 0)
+    if (ok && vbk_qcow2_meta_flush(&bs) < 0)
         ok = qcow2_set_io_error(error, -EIO, _("Could not write the image"));
     qcow2_state_free(&s);
     g_mutex_clear(&s.lock);

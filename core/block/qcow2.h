@@ -3,8 +3,8 @@
  *
  * The driver is split by concept:
  *   qcow2-header.c   decode/validate and encode the header and extensions
- *   qcow2-cache.c    LRU cache of L2 tables and refcount blocks, metadata
- *                    write-through and offset validation
+ *   qcow2-cache.c    write-back LRU cache of L2 tables and refcount
+ *                    blocks with ordering dependencies, offset validation
  *   qcow2-refcount.c refcount table/blocks, cluster allocation and freeing
  *   qcow2-rebuild.c  rebuilding refcounts of a dirty (lazy refcount) image
  *   qcow2-cluster.c  L1/L2 lookup, L2 allocation and entry updates
@@ -19,10 +19,19 @@
  * place over data clusters run outside it; data_lock (held as reader
  * around them, as writer while clusters are freed) keeps a cluster from
  * being freed and reused under such an access.  Lock order: lock, then
- * data_lock.  Metadata
- * updates are written through to the file at once (refcounts before the
- * L2 entries that depend on them, L2 entries before freeing), so a crash
- * can leak clusters but never corrupt the image.
+ * data_lock.  Both metadata caches are used under @lock only.
+ *
+ * Metadata updates of L2 tables and refcount blocks stay in the
+ * write-back caches until a flush, close, eviction or a switch of a
+ * table pointer (L1 entry, reftable, header) writes them; the caches
+ * keep the on-disk order safe (qcow2-cache.c): refcount increments are
+ * synced before an L2 entry that points at the new clusters is written,
+ * a new L2 table and its refcount before the L1 entry pointing at it,
+ * and cleared L2 entries before the refcount decrements of what they
+ * referenced.  The L1 table, the reftable and the header are written
+ * through.  So a crash (process kill or power loss) can leak clusters
+ * but never corrupt the image, and everything written before the last
+ * completed flush reads back.
  */
 #pragma once
 
@@ -127,6 +136,7 @@ typedef struct {
      * them wait on @alloc_cond */
     GArray *alloc_inflight;
     GCond alloc_cond;
+    unsigned int alloc_waiters; /* threads waiting on @alloc_cond */
     VbkQcow2Header hdr;
     uint32_t cluster_bits;
     uint64_t cluster_size;
@@ -145,6 +155,8 @@ typedef struct {
     uint64_t reftable_entries;
     VbkQcow2Cache *l2_cache;
     VbkQcow2Cache *rb_cache;
+    uint64_t l2_cache_bytes; /* options; 0: default size */
+    uint64_t rb_cache_bytes;
     uint64_t free_hint; /* lowest cluster index that may be free */
     /* qcow2-compress-write.c: where the next compressed cluster may be
      * packed (inside a host cluster already holding compressed data),
@@ -172,13 +184,24 @@ char *
 vbk_qcow2_feature_list(const VbkQcow2Header *h, uint8_t type, uint64_t mask);
 
 /* ---- qcow2-cache.c ---- */
-VbkQcow2Cache *vbk_qcow2_cache_new(unsigned int n, size_t table_size);
+VbkQcow2Cache *
+vbk_qcow2_cache_new(unsigned int n, size_t table_size, VbkBlockEvent event);
 void vbk_qcow2_cache_free(VbkQcow2Cache *c);
 int vbk_qcow2_cache_get(VbkBlockNode *bs,
                         VbkQcow2Cache *c,
                         uint64_t offset,
                         bool fresh,
                         uint8_t **table);
+void vbk_qcow2_cache_dirty(VbkQcow2Cache *c,
+                           const uint8_t *table,
+                           uint64_t start,
+                           uint64_t len);
+bool vbk_qcow2_cache_is_dirty(VbkQcow2Cache *c);
+int
+vbk_qcow2_cache_depend(VbkBlockNode *bs, VbkQcow2Cache *c, VbkQcow2Cache *dep);
+int vbk_qcow2_cache_write(VbkBlockNode *bs, VbkQcow2Cache *c);
+int vbk_qcow2_meta_writeback(VbkBlockNode *bs);
+int vbk_qcow2_meta_flush(VbkBlockNode *bs);
 void vbk_qcow2_cache_drop(VbkQcow2Cache *c, uint64_t offset);
 void vbk_qcow2_cache_clear(VbkQcow2Cache *c);
 int vbk_qcow2_meta_write(VbkBlockNode *bs,

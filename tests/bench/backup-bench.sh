@@ -4,8 +4,8 @@
 # The workload of /work/shared/bench/qsd-backup-bench.sh (a SIZE qcow2 of
 # random data, full backup with bitmap bm0 added, SCATTER_N x SCATTER_KIB KiB
 # scattered writes, incremental backup of bm0), run on qemu-storage-daemon
-# and on vbackupd in the same session, runs interleaved (qsd, vbk, qsd,
-# vbk, ...) to spread machine drift over both, for each DIRECT mode
+# and on vbackupd in the same session, runs interleaved (qsd, vbk, vbk,
+# qsd, qsd, vbk, ...) to spread machine drift over both, for each DIRECT mode
 # (cache.direct of source and targets).  Timing points are the peer
 # script's: from the QMP command to BLOCK_JOB_COMPLETED ("job"), and to
 # blockdev-del of the target returning ("close", includes the flush).
@@ -99,10 +99,18 @@ one_run() {  # $1 = side, $2 = DIRECT mode, $3 = run
   fi
 }
 
+# The side that goes second follows the other side's verify (qemu-img
+# compare of 2 GiB images, then deleting them), the first one follows the
+# sequential baselines; so that neither side always runs in the same
+# spot, the order alternates: qsd first in odd runs, vbk first in even
+# runs (an even RUNS gives a balanced set).
 for mode in $MODES; do
   for run in $(seq 1 "$RUNS"); do
-    one_run qsd "$mode" "$run"
-    one_run vbk "$mode" "$run"
+    if [ $((run % 2)) = 1 ]; then
+      one_run qsd "$mode" "$run"; one_run vbk "$mode" "$run"
+    else
+      one_run vbk "$mode" "$run"; one_run qsd "$mode" "$run"
+    fi
     seq_baseline "$mode" "$run"
   done
 done
