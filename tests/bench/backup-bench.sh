@@ -25,13 +25,13 @@
 # ratio vbk/qsd of the close times (< 1 means vbackupd is faster), and
 # the full backup's speed as a fraction of each copy baseline's.
 #
-# Env: SIZE=2G RUNS=3 DIR=$TMPDIR/vbk-backup-bench SCATTER_N=1024
+# Env: SIZE=2G RUNS=4 DIR=$TMPDIR/vbk-backup-bench SCATTER_N=1024
 #      SCATTER_KIB=64 MODES="on off" VERIFY=1 KEEP=0
 #      VBACKUPD=<path> (default: build*/plugin/vbackupd next to this tree)
 # Needs qemu-storage-daemon, qemu-img, qemu-io, openssl, /usr/bin/python3.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-SIZE=${SIZE:-2G}; RUNS=${RUNS:-3}; DIR=${DIR:-${TMPDIR:-/tmp}/vbk-backup-bench}
+SIZE=${SIZE:-2G}; RUNS=${RUNS:-4}; DIR=${DIR:-${TMPDIR:-/tmp}/vbk-backup-bench}
 SCATTER_N=${SCATTER_N:-1024}; SCATTER_KIB=${SCATTER_KIB:-64}
 MODES=${MODES:-on off}; VERIFY=${VERIFY:-1}; KEEP=${KEEP:-0}
 PY=/usr/bin/python3
@@ -84,6 +84,9 @@ one_run() {  # $1 = side, $2 = DIRECT mode, $3 = run
   qemu-img create -q -f qcow2 full.qcow2 "$bytes"
   qemu-img create -q -f qcow2 inc.qcow2 "$bytes"
   sync
+  # each side starts from the same page cache: nothing dirty, nothing
+  # cached (as root; elsewhere the alternating order has to do)
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
   local line
   line=$(timeout 1200 $PY "$HERE/backup-bench-run.py" "$1" "$DIR" "$3" "$2" \
          "$bytes" "$SCATTER_N" "$SCATTER_KIB" "$VBACKUPD")
