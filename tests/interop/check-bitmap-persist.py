@@ -107,6 +107,9 @@ def connect(sock):
             time.sleep(0.02)
 
 
+QSD_CRASHED = object()
+
+
 class Daemons:
     """One vbackupd and helpers to ask qemu-storage-daemon."""
 
@@ -165,13 +168,20 @@ class Daemons:
         return self.qsd(fn)
 
     def qsd_error(self, cmds):
-        """The error text of the last of @cmds on qemu-storage-daemon."""
+        """The error text of the last of @cmds on qemu-storage-daemon.
+        qsd 7.2 sometimes segfaults on a damaged bitmap directory (seen
+        in CI, not every time): retried, QSD_CRASHED if it always does."""
         def fn(mon):
             reply = None
             for name, args in cmds:
                 reply = mon.cmd(name, args)
             return reply.get('error', {}).get('desc')
-        return self.qsd(fn)
+        for _ in range(3):
+            try:
+                return self.qsd(fn)
+            except (ConnectionError, EOFError):
+                continue
+        return QSD_CRASHED
 
 
 def nbd_extents(tmp, img, name):
@@ -635,7 +645,10 @@ def test_damaged(t, d, tmp):
         got = mon.cmd('blockdev-add', qcow2_node('x', img))
         if 'return' in got:
             mon.command('blockdev-del', node_name='x')
-        if what in STRICTER:
+        if want is QSD_CRASHED:
+            t.ok('error' in got, 'damaged (%s): refused (qemu-storage-daemon '
+                 'crashed on it)' % what, got)
+        elif what in STRICTER:
             # QEMU reads zeroes past the end of the file and accepts it
             t.ok(want is None and got.get('error', {}).get('desc') ==
                  STRICTER[what], 'damaged (%s): refused (QEMU accepts '

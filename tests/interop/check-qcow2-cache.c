@@ -35,27 +35,6 @@
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
 
-static char *tmpdir;
-
-static void
-setup(void)
-{
-    tmpdir = vbk_test_tmpdir_new();
-}
-
-static void
-teardown(void)
-{
-    vbk_test_tmpdir_remove(tmpdir);
-    g_clear_pointer(&tmpdir, g_free);
-}
-
-static char *
-path_of(const char *name)
-{
-    return g_build_filename(tmpdir, name, NULL);
-}
-
 /* qemu-img create -f qcow2 -o cluster_size=@cs PATH @size */
 static void
 create_image(const char *path, uint64_t cs, uint64_t size)
@@ -135,7 +114,7 @@ snapshot_file(const char *path, const char *name)
 {
     g_autofree char *data = NULL;
     g_autoptr(GError) err = NULL;
-    char *copy = path_of(name);
+    char *copy = itu_path(name);
     gsize len;
 
     ck_assert_msg(g_file_get_contents(path, &data, &len, &err), "%s",
@@ -216,8 +195,8 @@ workload_step(VbkBlockNode *bs,
 START_TEST(test_workload_small_cache)
 {
     const uint64_t size = 8 * MiB, cs = 1024;
-    g_autofree char *path = path_of("w.qcow2");
-    g_autofree char *raw = path_of("w.raw");
+    g_autofree char *path = itu_path("w.qcow2");
+    g_autofree char *raw = itu_path("w.raw");
     g_autofree uint8_t *shadow = g_malloc0(size);
     g_autofree uint8_t *buf = g_malloc(64 * KiB);
     g_autoptr(GRand) r = g_rand_new_with_seed(4242);
@@ -426,8 +405,8 @@ crash_run(
 
 START_TEST(test_crash_sigkill)
 {
-    g_autofree char *path = path_of("c.qcow2");
-    g_autofree char *raw = path_of("c.raw");
+    g_autofree char *path = itu_path("c.qcow2");
+    g_autofree char *raw = itu_path("c.raw");
     g_autofree uint8_t *want = g_malloc(CRASH_SIZE);
     g_autofree uint8_t *touched = g_malloc(CRASH_SIZE);
     g_autofree uint8_t *buf = g_malloc(96 * KiB);
@@ -507,7 +486,7 @@ write_pattern(VbkBlockNode *bs, uint64_t off, uint64_t len, uint8_t v)
 
 START_TEST(test_order_refcounts_before_l2)
 {
-    g_autofree char *path = path_of("o.qcow2");
+    g_autofree char *path = itu_path("o.qcow2");
     g_autofree char *copy = NULL;
     g_autofree char *map = NULL;
     VbkBlockNode *bs;
@@ -546,7 +525,7 @@ END_TEST
 
 START_TEST(test_order_l2_before_decrements)
 {
-    g_autofree char *path = path_of("d.qcow2");
+    g_autofree char *path = itu_path("d.qcow2");
     g_autofree char *copy = NULL;
     g_autofree char *out = NULL;
     VbkBlockNode *bs;
@@ -594,7 +573,7 @@ cache_tcase(Suite *s, const char *name)
 {
     TCase *tc = tcase_create(name);
 
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, itu_setup, itu_teardown);
     tcase_set_timeout(tc, 300);
     suite_add_tcase(s, tc);
     return tc;
