@@ -13,7 +13,6 @@
  * it; HMP's own errors ("Error: ...") are returned as QEMU does, with
  * the monitor's "\r\n" line ends.
  */
-#include <stdio.h>
 #include <string.h>
 #include <glib/gi18n-lib.h>
 
